@@ -1,0 +1,80 @@
+"""Image reading for every task: 8- and 16-bit files, grayscale or colour, unicode paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from aicore.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def imread(path: str | os.PathLike, in_channels: int = 3) -> np.ndarray:
+    """Read an image as HxWxC (C = in_channels), RGB order.
+
+    8-bit files come back as uint8; 16-bit files as float32 scaled to [0, 1], so every later
+    step (augmentation, normalisation) sees one of two dtypes with a known range.
+    """
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode: unicode paths work
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e.strerror}") from None
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise DataError(f"cannot decode image {path}: the file is empty or corrupt. Replace it or "
+                        f"remove it from the dataset (and from its list file, if any)")
+    return to_channels(img, in_channels, path)
+
+
+def to_channels(img: np.ndarray, in_channels: int, path: str | os.PathLike = "") -> np.ndarray:
+    if img.dtype == np.uint16:
+        img = img.astype(np.float32) / 65535.0
+    elif img.dtype not in (np.uint8, np.float32):
+        raise DataError(f"{path}: unsupported pixel type {img.dtype}; use 8- or 16-bit images")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    c = img.shape[2]
+    if c == 4:
+        img, c = img[:, :, :3], 3
+    if in_channels == 1:
+        if c == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None]
+    else:
+        img = np.repeat(img, 3, axis=2) if c == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(img)
+
+
+def read_rgb_for_display(path: str | os.PathLike) -> np.ndarray:
+    """uint8 HxWx3 RGB, for drawing results on."""
+    img = imread(path, 3)
+    if img.dtype != np.uint8:
+        img = (img * 255).clip(0, 255).astype(np.uint8)
+    return img
+
+
+def imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 and rgb.shape[2] == 3 else rgb
+    ok, buf = cv2.imencode(path.suffix or ".png", bgr)
+    if not ok:
+        raise DataError(f"cannot encode image for {path}")
+    buf.tofile(str(path))
+
+
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty, non-comment lines with their 1-based line numbers."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append((n, line))
+    return out

@@ -1,0 +1,144 @@
+"""Checkpoint files: atomic writes, safe loading (weights_only=True), shape-aware fine-tuning."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+
+from aicore.errors import CheckpointError
+
+
+def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}. Train first, or point "
+                              f"eval/demo/export.checkpoint (or train.resume) at an existing .pth")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, non-torch files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {first}. It must be a file saved "
+                              f"by AICore or a plain state_dict (.pth)") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def state_dict_of(ckpt: dict, prefer_ema: bool) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint: EMA when asked for and present, else the raw model."""
+    if prefer_ema and isinstance(ckpt.get("ema"), dict):
+        return ckpt["ema"]
+    if isinstance(ckpt.get("model"), dict):
+        return ckpt["model"]
+    if isinstance(ckpt.get("state_dict"), dict):
+        return ckpt["state_dict"]
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt  # a bare state_dict
+    raise CheckpointError("checkpoint has no 'model' weights")
+
+
+def strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: str) -> None:
+    """Load for eval/demo/export/resume: every key must match in name and shape."""
+    sd = strip_prefix(sd)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        detail = []
+        if mismatched:
+            detail.append(f"{len(mismatched)} with other shapes (e.g. {mismatched[0]})")
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model this config builds: "
+            f"{'; '.join(detail)}. It was probably trained with another model or number of "
+            f"classes; use the config it was trained with (saved as config.json next to it), "
+            f"or model.init_from to fine-tune from it")
+    model.load_state_dict(sd, strict=True)
+
+
+def load_for_finetune(model: torch.nn.Module, path: str) -> dict[str, list[str]]:
+    """Load what fits, report what does not (e.g. a new classifier head)."""
+    ckpt = load(path)
+    sd = strip_prefix(state_dict_of(ckpt, prefer_ema=True))
+    own = model.state_dict()
+    loaded, skipped_shape, unexpected = {}, [], []
+    for k, v in sd.items():
+        if k not in own:
+            unexpected.append(k)
+        elif own[k].shape != v.shape:
+            skipped_shape.append(f"{k}: {tuple(v.shape)} -> {tuple(own[k].shape)}")
+        else:
+            loaded[k] = v
+    if not loaded:
+        raise CheckpointError(f"model.init_from = {path}: no weight in it matches this model "
+                              f"(none of {len(sd)} keys fit); is it a checkpoint of another "
+                              f"architecture?")
+    model.load_state_dict(loaded, strict=False)
+    missing = [k for k in own if k not in loaded]
+    logger.info(f"init_from {path}: loaded {len(loaded)}/{len(own)} tensors")
+    for k in skipped_shape:
+        logger.warning(f"init_from: skipped (shape differs) {k}")
+    if unexpected:
+        logger.warning(f"init_from: {len(unexpected)} keys not in this model, e.g. {unexpected[:3]}")
+    if missing:
+        logger.warning(f"init_from: {len(missing)} tensors keep their initial values, e.g. "
+                       f"{missing[:3]}")
+    return {"loaded": list(loaded), "skipped_shape": skipped_shape, "unexpected": unexpected,
+            "missing": missing}
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors / plain types, so weights_only loading works."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,273 @@
+"""Hooks react to the trainer's lifecycle. Lower priority runs first.
+
+Default order, and why:
+- 10 LRScheduler and 20 EMA run right after each optimizer step, so everything later in the same
+  iteration (logging, progress) sees the updated learning rate and averaged weights.
+- 40 Evaluation runs before 50 Checkpoint at epoch end, so last.pth records whether this epoch
+  is the best one; if evaluation crashes, the previous epoch's last.pth is still intact.
+- 70-90 logging, TensorBoard and the progress bar only read state.
+- 95 curve plots at the very end.
+Each hook can keep state in ``state_dict`` so a resumed run restores it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from aicore.engine import dist
+from aicore.registry import HOOKS
+
+
+class Hook:
+    priority = 50
+
+    def __init__(self, priority: int | None = None) -> None:
+        if priority is not None:
+            self.priority = priority
+
+    def before_train(self, trainer) -> None: ...
+    def before_epoch(self, trainer) -> None: ...
+    def before_iter(self, trainer) -> None: ...
+    def after_iter(self, trainer) -> None: ...
+    def after_epoch(self, trainer) -> None: ...
+    def after_train(self, trainer) -> None: ...
+    def close(self, trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@HOOKS.register("LRSchedulerHook")
+class LRSchedulerHook(Hook):
+    priority = 10
+
+    def after_iter(self, trainer) -> None:
+        if trainer.stepped and trainer.scheduler is not None:
+            trainer.scheduler.step()
+
+
+@HOOKS.register("EMAHook")
+class EMAHook(Hook):
+    priority = 20
+
+    def after_iter(self, trainer) -> None:
+        if trainer.stepped and trainer.ema is not None:
+            trainer.ema.update(trainer.bare_model, step=trainer.global_step)
+
+
+@HOOKS.register("EvalHook")
+class EvalHook(Hook):
+    """Evaluates the raw weights and, with EMA on, the EMA weights; best.pth follows whichever
+    scores higher, and the checkpoint records which one it was."""
+
+    priority = 40
+
+    def __init__(self, interval: int = 1, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.interval = interval
+
+    def after_epoch(self, trainer) -> None:
+        epoch = trainer.epoch + 1
+        if epoch % self.interval and epoch != trainer.max_epoch:
+            return
+        candidates = [("model", trainer.bare_model)]
+        if trainer.ema is not None:
+            candidates.append(("ema", trainer.ema.module))
+        record: dict[str, Any] = {"epoch": epoch}
+        for weights, model in candidates:
+            t0 = time.perf_counter()
+            metrics = trainer.evaluate(model, trainer.val_loader, trainer.evaluator)
+            trainer.last_metrics[weights] = metrics
+            if trainer.metric not in metrics:
+                from aicore.errors import ConfigError
+                raise ConfigError(f"train.best_metric = {trainer.metric!r} is not a metric of "
+                                  f"this evaluator; choose from "
+                                  f"{', '.join(k for k, v in metrics.items() if _is_num(v))}")
+            value = float(metrics[trainer.metric])
+            summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if _is_num(v))
+            logger.info(f"eval epoch {epoch} [{weights}] {summary} "
+                        f"({time.perf_counter() - t0:.1f}s)")
+            better = (not trainer.best or
+                      (value > trainer.best["value"] if trainer.cfg.train.best_mode == "max"
+                       else value < trainer.best["value"]))
+            if better and math.isfinite(value):
+                trainer.best = {"metric": trainer.metric, "value": value, "epoch": epoch,
+                                "weights": weights}
+                trainer.is_best = True
+            if dist.is_main():
+                with open(trainer.work_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"epoch": epoch, "weights": weights, **metrics}) + "\n")
+            record.update({(k if weights == "model" else f"ema_{k}"): float(v)
+                           for k, v in metrics.items() if _is_num(v)})
+        trainer.epoch_record = record
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@HOOKS.register("CheckpointHook")
+class CheckpointHook(Hook):
+    """Writes checkpoints/last.pth every epoch and best.pth when the epoch is the best so far;
+    both hold the complete state (raw and EMA weights, optimizer, scheduler, RNG...)."""
+
+    priority = 50
+
+    def after_epoch(self, trainer) -> None:
+        trainer.history.append({"epoch": trainer.epoch + 1,
+                                "lr": trainer.optimizer.param_groups[0]["lr"],
+                                **{f"train_{k}": v for k, v in trainer.epoch_mean_losses.items()},
+                                **getattr(trainer, "epoch_record", {})})
+        trainer.epoch_record = {}
+        state = trainer.state_dict()
+        trainer.save_checkpoint("last.pth", state)
+        if trainer.is_best:
+            trainer.save_checkpoint("best.pth", state)
+
+
+@HOOKS.register("LoggerHook")
+class LoggerHook(Hook):
+    priority = 70
+
+    def __init__(self, interval: int = 20, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.interval = interval
+
+    def before_epoch(self, trainer) -> None:
+        self.t0 = time.perf_counter()
+
+    def after_iter(self, trainer) -> None:
+        i = trainer.inner_iter + 1
+        if self.interval and (i % self.interval == 0):
+            losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.last_losses.items())
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} iter "
+                        f"{i}/{trainer.iters_per_epoch} {losses} lr={lr:.3e}")
+
+    def after_epoch(self, trainer) -> None:
+        dt = time.perf_counter() - self.t0
+        n = trainer.epoch_count * trainer.train_loader.batch_size * dist.world_size()
+        losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.epoch_mean_losses.items())
+        logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} done in {dt:.1f}s "
+                    f"({n / max(dt, 1e-9):.0f} img/s) mean {losses}")
+
+
+@HOOKS.register("TensorboardHook")
+class TensorboardHook(Hook):
+    priority = 80
+
+    def __init__(self, interval: int = 10, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.interval = interval
+        self.writer = None
+
+    def before_train(self, trainer) -> None:
+        if dist.is_main():
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(trainer.work_dir / "tensorboard"))
+
+    def after_iter(self, trainer) -> None:
+        if self.writer is None or (trainer.inner_iter + 1) % self.interval:
+            return
+        step = trainer.epoch * trainer.iters_per_epoch + trainer.inner_iter + 1
+        for k, v in trainer.last_losses.items():
+            self.writer.add_scalar(f"train/{k}", v, step)
+        self.writer.add_scalar("train/lr", trainer.optimizer.param_groups[0]["lr"], step)
+
+    def after_epoch(self, trainer) -> None:
+        if self.writer is None:
+            return
+        for weights, metrics in trainer.last_metrics.items():
+            for k, v in metrics.items():
+                if _is_num(v):
+                    self.writer.add_scalar(f"val_{weights}/{k}", v, trainer.epoch + 1)
+        self.writer.flush()
+
+    def close(self, trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@HOOKS.register("ProgressHook")
+class ProgressHook(Hook):
+    """A tqdm bar per epoch with ETA and the running loss (rank 0, when enabled)."""
+
+    priority = 90
+
+    def __init__(self, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.bar = None
+
+    def before_epoch(self, trainer) -> None:
+        if dist.is_main() and trainer.cfg.train.progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=trainer.iters_per_epoch, leave=False, dynamic_ncols=True,
+                            desc=f"epoch {trainer.epoch + 1}/{trainer.max_epoch}")
+
+    def after_iter(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in trainer.last_losses.items()},
+                                 refresh=False)
+            self.bar.update(1)
+
+    def after_epoch(self, trainer) -> None:
+        self.close(trainer)
+
+    def close(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@HOOKS.register("CurvesHook")
+class CurvesHook(Hook):
+    """Saves loss, metric and learning-rate curves as PNG at the end of training."""
+
+    priority = 95
+
+    def after_train(self, trainer) -> None:
+        if dist.is_main() and trainer.history:
+            from aicore.engine.plots import plot_curves
+            plot_curves(trainer.history, trainer.work_dir)
+
+
+@HOOKS.register("EarlyStoppingHook")
+class EarlyStoppingHook(Hook):
+    """Stops when the best metric has not improved for `patience` evaluations."""
+
+    priority = 45
+
+    def __init__(self, patience: int = 10, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.patience = patience
+        self.bad = 0
+
+    def after_epoch(self, trainer) -> None:
+        if not trainer.last_metrics:
+            return
+        self.bad = 0 if trainer.is_best else self.bad + 1
+        if self.bad >= self.patience:
+            logger.info(f"early stopping: no improvement in {trainer.metric} for "
+                        f"{self.patience} evaluations")
+            trainer.stop_requested = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bad = int(state.get("bad", 0))
+
+
+def default_hooks(cfg) -> list[Hook]:
+    t = cfg.train
+    return [LRSchedulerHook(), EMAHook(), EvalHook(interval=int(t.eval_interval)),
+            CheckpointHook(), LoggerHook(interval=int(t.log_interval)), TensorboardHook(),
+            ProgressHook(), CurvesHook()]

@@ -1,0 +1,26 @@
+"""Loguru set-up: rank 0 logs to the console and work_dir/train.log; other ranks only errors."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+from aicore.engine import dist
+
+_FORMAT = "<green>{time:HH:mm:ss}</green> | <level>{level: <7}</level> | {message}"
+_file_sink: int | None = None
+
+
+def setup_console() -> None:
+    logger.remove()
+    level = "INFO" if dist.rank() == 0 else "ERROR"
+    logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None)
+
+
+def add_file_sink(path: Path) -> None:
+    global _file_sink
+    if _file_sink is not None:
+        logger.remove(_file_sink)
+    _file_sink = logger.add(str(path), level="INFO", encoding="utf-8",
+                            format="{time:YYYY-MM-DD HH:mm:ss} | {level: <7} | {message}")

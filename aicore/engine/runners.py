@@ -1,0 +1,281 @@
+"""Eval, Demo and Export runners, shared by every task.
+
+Each runner builds the task's trainer for its components (datasets, model, evaluator,
+pre-processing) and calls a few task methods for what differs: reports, drawing, the export
+wrapper. Nothing here knows about a particular task.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import torch
+from loguru import logger
+from torch import nn
+
+from aicore.data.io import IMAGE_EXTENSIONS, imwrite, is_image, read_rgb_for_display, to_channels
+from aicore.engine import checkpoint as ckpt_io
+from aicore.engine import dist
+from aicore.errors import CheckpointError, DataError, ExportError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def checkpoint_path(cfg, section: str) -> Path:
+    given = cfg[section].checkpoint
+    return Path(given) if given else Path(cfg.work_dir) / "checkpoints" / "best.pth"
+
+
+def load_model(trainer, cfg, section: str) -> tuple[nn.Module, dict]:
+    """Build the config's model and load a checkpoint into it (all keys must fit)."""
+    path = checkpoint_path(cfg, section)
+    if not path.is_file() and not cfg[section].checkpoint:
+        raise CheckpointError(f"{path} not found: train first (mode trainval with this "
+                              f"work_dir), or set {section}.checkpoint to a .pth file")
+    ckpt = ckpt_io.load(path)
+    if ckpt.get("task") and ckpt["task"] != trainer.task:
+        raise CheckpointError(f"{path} is a {ckpt['task']} checkpoint, but this config's task "
+                              f"is {trainer.task}")
+    classes = ckpt.get("classes")
+    if not classes:
+        raise CheckpointError(f"{path} records no class names; it was not written by AICore's "
+                              f"trainer. Load it for fine-tuning with model.init_from instead")
+    trainer.classes = list(classes)
+    weights = cfg[section].weights
+    if weights == "auto":
+        weights = (ckpt.get("best") or {}).get("weights", "model")
+    if weights not in ("model", "ema"):
+        raise CheckpointError(f"{section}.weights = {weights!r}: use \"auto\", \"model\" or \"ema\"")
+    if weights == "ema" and not isinstance(ckpt.get("ema"), dict):
+        raise CheckpointError(f"{section}.weights = \"ema\" but {path} holds no EMA weights")
+    model = trainer.build_model()
+    ckpt_io.load_weights_strict(model, ckpt_io.state_dict_of(ckpt, weights == "ema"), str(path))
+    model.to(trainer.device).eval()
+    logger.info(f"loaded {path} ({weights} weights, epoch {ckpt.get('epoch', '?')})")
+    return model, ckpt
+
+
+def _check_classes(trainer, dataset, path: Path) -> None:
+    names = list(getattr(dataset, "classes", trainer.classes))
+    if names != list(trainer.classes):
+        raise DataError(f"the dataset's classes {names} differ from those the checkpoint was "
+                        f"trained on {trainer.classes} ({path})")
+
+
+def out_dir(cfg, section: str) -> Path:
+    return Path(cfg[section].out or Path(cfg.work_dir) / section)
+
+
+# ------------------------------------------------------------------------------------------
+# eval
+
+
+def run_eval(trainer) -> dict[str, Any]:
+    cfg = trainer.cfg
+    trainer.setup_device()
+    model, _ = load_model(trainer, cfg, "eval")
+    split = cfg.eval.split
+    dataset = trainer.build_dataset(split, train=False)
+    _check_classes(trainer, dataset, checkpoint_path(cfg, "eval"))
+    loader = trainer.build_loader(dataset, train=False)
+    evaluator = trainer.build_evaluator()
+    t0 = time.perf_counter()
+    metrics = trainer.evaluate(model, loader, evaluator)
+    dt = time.perf_counter() - t0
+    if dist.is_main():
+        out = out_dir(cfg, "eval")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        trainer.write_eval_report(evaluator, dataset, metrics, out)
+        summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                           if isinstance(v, float))
+        logger.info(f"eval on {split} ({len(dataset)} samples, {dt:.1f}s): {summary}")
+        logger.info(f"wrote {out}")
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------
+# demo
+
+
+def iter_sources(source: str, max_images: int | None) -> Iterator[tuple[str, np.ndarray, Any]]:
+    """(name, image as read from disk, video-frame index or None) for an image, a folder of
+    images, or a video."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"demo.source = {source}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+        if not files:
+            raise DataError(f"demo.source = {source}: the folder has no images "
+                            f"({'/'.join(IMAGE_EXTENSIONS)})")
+        for p in files[:max_images]:
+            yield str(p), _read_any(p), None
+    elif path.suffix.lower() in VIDEO_EXTENSIONS:
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise DataError(f"demo.source = {source}: cannot open the video")
+        n = 0
+        while max_images is None or n < max_images:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield str(path), frame, n
+            n += 1
+        cap.release()
+        if n == 0:
+            raise DataError(f"demo.source = {source}: the video has no readable frames")
+    elif is_image(path):
+        yield str(path), _read_any(path), None
+    else:
+        raise DataError(f"demo.source = {source}: not an image ({'/'.join(IMAGE_EXTENSIONS)}), "
+                        f"a video ({'/'.join(VIDEO_EXTENSIONS)}) or a folder")
+
+
+def _read_any(path: Path) -> np.ndarray:
+    buf = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise DataError(f"cannot decode image {path}: the file is empty or corrupt")
+    return img
+
+
+def run_demo(trainer) -> list[dict[str, Any]]:
+    cfg = trainer.cfg
+    if not cfg.demo.source:
+        raise DataError("demo.source is not set: give an image, a folder or a video, e.g. "
+                        "-o demo.source=data/demo/classification/val")
+    trainer.setup_device()
+    model, _ = load_model(trainer, cfg, "demo")
+    out = out_dir(cfg, "demo")
+    out.mkdir(parents=True, exist_ok=True)
+    in_ch = int(cfg.data.in_channels)
+    rows: list[dict[str, Any]] = []
+    writer = None
+    for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images):
+        x = trainer.preprocess(to_channels(raw, in_ch, name))[None]
+        with torch.no_grad(), trainer.autocast():
+            pred = trainer.predict_images(model, x)[0]
+        display = to_channels(raw, 3, name)
+        if display.dtype != np.uint8:
+            display = (display * 255).clip(0, 255).astype(np.uint8)
+        drawn = trainer.draw(display, pred)
+        if frame is None:
+            target = out / (Path(name).stem + ".png")
+            imwrite(target, drawn)
+        else:
+            if writer is None:
+                target = out / (Path(name).stem + "_pred.mp4")
+                h, w = drawn.shape[:2]
+                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
+            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        rows.append({"source": name, "frame": "" if frame is None else frame,
+                     **trainer.demo_row(pred)})
+    if writer is not None:
+        writer.release()
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    logger.info(f"demo: {len(rows)} predictions written to {out}")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# export
+
+
+def run_export(trainer) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cfg = trainer.cfg
+    trainer.device = torch.device("cpu")  # export and the parity check run on CPU
+    model, ckpt = load_model(trainer, cfg, "export")
+    model = trainer.prepare_export(model)
+    wrapper, output_names = trainer.export_module(model)
+    wrapper.eval()
+    dataset = trainer.build_dataset(cfg.eval.split if cfg.eval.split != "train" else "val",
+                                    train=False)
+    n = min(int(cfg.export.parity_images), len(dataset))
+    batch = torch.stack([trainer.export_sample(dataset, i) for i in range(n)])
+    # Write into a staging folder and move the files into place only after the parity check
+    # passes, so a failed export never replaces a good earlier one.
+    final = out_dir(cfg, "export")
+    out = final.with_name(final.name + ".partial")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    onnx_path, ts_path = out / "model.onnx", out / "model.torchscript"
+    formats = list(cfg.export.formats)
+    unknown = set(formats) - {"onnx", "torchscript"}
+    if unknown:
+        raise ExportError(f"export.formats: unknown {sorted(unknown)}; use \"onnx\" and/or "
+                          f"\"torchscript\"")
+    with torch.no_grad():
+        reference = [t.numpy() for t in _as_tuple(wrapper(batch))]
+    report: dict[str, Any] = {"images": n, "tolerance": float(cfg.export.tolerance)}
+    if "onnx" in formats:
+        axes = {"images": {0: "batch"}, **{o: {0: "batch"} for o in output_names}}
+        torch.onnx.export(wrapper, (batch[:1],), str(onnx_path), dynamo=False,
+                          input_names=["images"], output_names=output_names,
+                          dynamic_axes=axes, opset_version=int(cfg.export.opset))
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"images": batch.numpy()})
+        diffs = {name: float(np.abs(g - r).max()) for name, g, r in zip(output_names, got, reference)}
+        report["onnxruntime_max_abs_diff"] = diffs
+        logger.info(f"ONNX Runtime vs PyTorch on {n} validation images: max abs diff "
+                    + ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
+    if "torchscript" in formats:
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, batch[:1])
+        traced.save(str(ts_path))
+        loaded = torch.jit.load(str(ts_path))
+        with torch.no_grad():
+            got = [t.numpy() for t in _as_tuple(loaded(batch))]
+        report["torchscript_max_abs_diff"] = {
+            name: float(np.abs(g - r).max()) for name, g, r in zip(output_names, got, reference)}
+    manifest = {
+        "task": trainer.task,
+        "model": cfg.model.toDict(),
+        "checkpoint": str(checkpoint_path(cfg, "export")),
+        "epoch": ckpt.get("epoch"),
+        "input": {"name": "images", "shape": ["batch", int(cfg.data.in_channels),
+                                              *[int(s) for s in cfg.data.input_size]],
+                  "channels": int(cfg.data.in_channels),
+                  "color_order": "RGB" if int(cfg.data.in_channels) == 3 else "GRAY",
+                  "dtype": "float32", **trainer.normalization()},
+        "outputs": output_names,
+        "classes": list(trainer.classes),
+        "opset": int(cfg.export.opset),
+        "files": {"onnx": onnx_path.name if "onnx" in formats else None,
+                  "torchscript": ts_path.name if "torchscript" in formats else None},
+        "parity": report,
+        **trainer.manifest_extra(),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    worst = max([v for key in ("onnxruntime_max_abs_diff", "torchscript_max_abs_diff")
+                 for v in report.get(key, {}).values()] or [0.0])
+    if worst > float(cfg.export.tolerance):
+        failed = final.with_name(final.name + ".failed")
+        if failed.exists():
+            shutil.rmtree(failed)
+        out.rename(failed)
+        raise ExportError(f"exported model differs from PyTorch by {worst:.3g} (> export.tolerance "
+                          f"{cfg.export.tolerance}) on real validation images; the files are in "
+                          f"{failed} for inspection and {final} was left as it was")
+    final.mkdir(parents=True, exist_ok=True)
+    for f in out.iterdir():
+        f.replace(final / f.name)
+    out.rmdir()
+    logger.info(f"exported to {final} (max abs diff {worst:.2e} <= {cfg.export.tolerance})")
+    return manifest
+
+
+def _as_tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)

@@ -1,0 +1,488 @@
+"""BaseTrainer: the training lifecycle shared by every task.
+
+before_train -> for each epoch: before_epoch -> for each batch: before_iter, train_one_iter,
+after_iter -> after_epoch -> after_train.
+
+The step itself (AMP, gradient accumulation, clipping, the optimizer step) is inline in
+``train_one_iter`` so a reader finds it in one place; everything that merely reacts to a step
+(EMA, LR schedule, logging, progress, evaluation, checkpoints) is a hook with a priority.
+A task subclass overrides only what differs: how datasets and the model are built, how a batch
+becomes a loss, how a batch becomes predictions, and its reports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dotmap import DotMap
+from loguru import logger
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset
+
+from aicore import config as C
+from aicore.data.loaders import build_loader, set_epoch
+from aicore.engine import checkpoint as ckpt_io
+from aicore.engine import dist
+from aicore.engine.logging import add_file_sink
+from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
+from aicore.registry import EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class BaseTrainer:
+    """Owns the components of one run and drives the lifecycle. Task subclasses fill in the
+    methods marked "task" below."""
+
+    task: str = ""
+    #: evaluator metric used for best.pth when train.best_metric is not set
+    default_metric: str = ""
+
+    def __init__(self, cfg: DotMap) -> None:
+        self.cfg = cfg
+        self.work_dir = Path(cfg.work_dir)
+        self.device = torch.device("cpu")
+        self.model: nn.Module | None = None
+        self.ema = None
+        self.classes: list[str] = []
+        self.hooks: list[Any] = []
+        self.epoch = 0  # epochs completed
+        self.start_epoch = 0
+        self.max_epoch = int(cfg.train.epochs)
+        self.global_step = 0  # optimizer steps taken
+        self.inner_iter = 0
+        self.best: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []  # one entry per epoch, for curves
+        self.stepped = False  # did the last iteration step the optimizer
+        self.last_losses: dict[str, float] = {}
+        self.last_metrics: dict[str, Any] = {}
+        self.is_best = False
+
+    # ------------------------------------------------------------------------------------
+    # task: building and running. Subclasses override these.
+
+    def build_dataset(self, split: str, train: bool) -> Dataset:
+        """task: the dataset of one split, with its transforms."""
+        raise NotImplementedError
+
+    def collate_fn(self):
+        """task: None for default stacking; detection returns its own."""
+        return None
+
+    def forward_loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """task: one batch -> {"loss": total, other named parts...} (inside autocast)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_batch(self, model: nn.Module, batch: Any) -> tuple[Any, Any]:
+        """task: one batch -> (outputs, targets) in the evaluator's format."""
+        raise NotImplementedError
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Arguments the framework supplies to the model constructor."""
+        return {"in_chans": int(self.cfg.data.in_channels), "num_classes": len(self.classes)}
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        return {"num_classes": len(self.classes)}
+
+    # task: eval / demo / export reports; see the classification trainer for an example
+
+    def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
+        """task: plots and per-sample files under work_dir/eval (metrics.json is written)."""
+
+    def predict_images(self, model: nn.Module, batch: torch.Tensor) -> list[dict[str, Any]]:
+        """task: a batch of preprocessed images -> one prediction dict per image (demo)."""
+        raise NotImplementedError
+
+    def draw(self, rgb: np.ndarray, pred: dict[str, Any]) -> np.ndarray:
+        """task: the prediction drawn on the original uint8 RGB image."""
+        raise NotImplementedError
+
+    def demo_row(self, pred: dict[str, Any]) -> dict[str, Any]:
+        """task: the prediction as CSV columns."""
+        raise NotImplementedError
+
+    def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
+        """task: the module to export and its output names."""
+        return model, ["output"]
+
+    def prepare_export(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------------------------
+    # building blocks shared by training and the runners
+
+    def inference_pipeline(self):
+        """The val split's transforms (resize etc.) followed by normalisation."""
+        from aicore.data.transforms import Normalize, default_mean_std
+        if not hasattr(self, "_inference_pipeline"):
+            data = self.cfg.data
+            self._inference_pipeline = (self.transform("val", train=False), Normalize(
+                *default_mean_std(int(data.in_channels), data.mean or None, data.std or None)))
+        return self._inference_pipeline
+
+    def transform(self, split: str, train: bool):
+        """The albumentations pipeline of a split."""
+        from aicore.data.transforms import build_pipeline
+        nodes = self.cfg.data[split].transforms or []
+        return build_pipeline([n.toDict() if hasattr(n, "toDict") else n for n in nodes],
+                              f"data.{split}.transforms")
+
+    def preprocess(self, img: np.ndarray) -> torch.Tensor:
+        """One image as read (HWC, in_channels) -> the model's input tensor (CHW)."""
+        import cv2
+        transform, normalize = self.inference_pipeline()
+        img = transform(image=img)["image"]
+        h, w = (int(s) for s in self.cfg.data.input_size)
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        return normalize(img)
+
+    def export_sample(self, dataset: Dataset, i: int) -> torch.Tensor:
+        return dataset[i][0]
+
+    def normalization(self) -> dict[str, Any]:
+        from aicore.data.transforms import default_mean_std
+        data = self.cfg.data
+        mean, std = default_mean_std(int(data.in_channels), data.mean or None, data.std or None)
+        return {"mean": mean, "std": std,
+                "preprocess": "x = (pixel / 255 - mean) / std for 8-bit images "
+                              "(pixel / 65535 for 16-bit), resized to the input shape"}
+
+    def setup_device(self) -> None:
+        self.device = dist.setup(str(self.cfg.train.device))
+        seed_everything(int(self.cfg.seed) + dist.rank(), bool(self.cfg.train.deterministic))
+        if self.cfg.train.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.amp = \"fp16\" needs a CUDA device (GradScaler); on CPU use "
+                              "\"bf16\" or null")
+
+    def data_cfg(self, split: str) -> dict:
+        data = self.cfg.data
+        return {**data.dataset.toDict(), **data[split].dataset.toDict()}
+
+    def build_loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        data = self.cfg.data
+        bs = int(data.batch_size if train else (data.val_batch_size or data.batch_size))
+        return build_loader(dataset, bs, train, int(data.num_workers), int(self.cfg.seed),
+                            collate_fn=self.collate_fn())
+
+    def build_model(self) -> nn.Module:
+        node = {k: v for k, v in self.cfg.model.toDict().items() if k != "init_from"}
+        model = C.build(node, MODELS, "model", self.cfg, **self.model_kwargs())
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model.type {self.cfg.model.type!r} did not build an nn.Module")
+        return model
+
+    def build_evaluator(self):
+        node = self.cfg.evaluator.toDict() or {"type": self.default_evaluator}
+        return C.build(node, EVALUATORS, "evaluator", self.cfg, num_classes=len(self.classes),
+                       class_names=list(self.classes))
+
+    default_evaluator = ""
+
+    def autocast(self):
+        amp = self.cfg.train.amp
+        if not amp:
+            return nullcontext()
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @property
+    def bare_model(self) -> nn.Module:
+        return self.model.module if isinstance(self.model, DDP) else self.model
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, evaluator) -> dict[str, Any]:
+        """Run `model` over `loader` and return the evaluator's metrics, gathered over ranks."""
+        was_training = model.training
+        model.eval()
+        evaluator.reset()
+        for batch in loader:
+            with self.autocast():
+                outputs, targets = self.predict_batch(model, batch)
+            evaluator.update(outputs, targets)
+        model.train(was_training)
+        return evaluator.compute()
+
+    # ------------------------------------------------------------------------------------
+    # the lifecycle
+
+    def train(self) -> dict[str, Any]:
+        self.before_train()
+        try:
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                self.before_epoch()
+                self.train_in_epoch()
+                self.after_epoch()
+                if self.stop_requested:
+                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}")
+                    break
+            self.after_train()
+        finally:
+            for hook in self.hooks:
+                hook.close(self)
+        return self.best
+
+    stop_requested = False
+
+    def before_train(self) -> None:
+        cfg = self.cfg
+        self.setup_device()
+        # Everything that can fail on bad input is built before anything is written, so a
+        # mistake never leaves a half-made run folder or touches an earlier run's files.
+        self.train_set = self.build_dataset("train", train=True)
+        self.classes = list(self.train_set.classes)
+        self.val_set = self.build_dataset("val", train=False)
+        if list(getattr(self.val_set, "classes", self.classes)) != self.classes:
+            raise ConfigError(f"the val split's classes {self.val_set.classes} differ from the "
+                              f"train split's {self.classes}; both must use the same labels")
+        self.train_loader = self.build_loader(self.train_set, train=True)
+        self.val_loader = self.build_loader(self.val_set, train=False)
+        self.iters_per_epoch = len(self.train_loader)
+        if self.iters_per_epoch == 0:
+            raise ConfigError(f"the train split has {len(self.train_set)} samples, fewer than "
+                              f"one batch on each of {dist.world_size()} processes; lower "
+                              f"data.batch_size")
+
+        self.model = self.build_model()
+        if cfg.model.get("init_from"):
+            ckpt_io.load_for_finetune(self.model, str(cfg.model.init_from))
+        self.model.to(self.device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = self.build_loss()
+        self.optimizer = C.build(cfg.optimizer, OPTIMIZERS, "optimizer", cfg, params=self.model)
+        self.scheduler = (C.build(cfg.scheduler, SCHEDULERS, "scheduler", cfg,
+                                  optimizer=self.optimizer, epochs=self.max_epoch,
+                                  iters_per_epoch=math.ceil(self.iters_per_epoch /
+                                                            int(cfg.train.accumulate)))
+                          if cfg.scheduler else None)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=cfg.train.amp == "fp16")
+        self.evaluator = self.build_evaluator()
+        self.metric = cfg.train.best_metric or self.default_metric
+        self.build_ema()
+        self.hooks = self.build_hooks()
+
+        resume_path = self.resume_path()
+        if resume_path is not None:
+            self.load_resume(resume_path)
+        self.check_work_dir(resume=resume_path is not None)
+
+        if dist.is_main():
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            (self.work_dir / "checkpoints").mkdir(exist_ok=True)
+            (self.work_dir / "config.json").write_text(
+                json.dumps(C.to_dict(cfg), indent=2), encoding="utf-8")
+            add_file_sink(self.work_dir / "train.log")
+        if cfg.train.sync_bn and dist.is_dist():
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if dist.is_dist():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(self.model, device_ids=ids)
+        logger.info(f"task={self.task} model={cfg.model.type} classes={len(self.classes)} "
+                    f"train={len(self.train_set)} val={len(self.val_set)} device={self.device} "
+                    f"world_size={dist.world_size()} amp={cfg.train.amp or 'off'}")
+        logger.info("hooks: " + ", ".join(f"{type(h).__name__}({h.priority})" for h in self.hooks))
+        self.call_hooks("before_train")
+
+    def build_loss(self) -> nn.Module:
+        counts = getattr(self.train_set, "class_counts", None)
+        kwargs = self.loss_kwargs()
+        if counts is not None:
+            kwargs["class_counts"] = list(counts)
+        return C.build(self.cfg.loss, LOSSES, "loss", self.cfg, **kwargs).to(self.device)
+
+    def build_ema(self) -> None:
+        ema_cfg = self.cfg.train.ema
+        if not ema_cfg:
+            return
+        from timm.utils import ModelEmaV3
+        opts = ema_cfg.toDict() if isinstance(ema_cfg, DotMap) else {}
+        unknown = set(opts) - {"decay", "warmup"}
+        if unknown:
+            raise ConfigError(f"train.ema: unknown key(s) {sorted(unknown)}; use "
+                              f"{{\"decay\": 0.9998, \"warmup\": true}}")
+        self.ema = ModelEmaV3(self.model, decay=float(opts.get("decay", 0.9998)),
+                              use_warmup=bool(opts.get("warmup", True)))
+
+    def build_hooks(self) -> list:
+        from aicore.engine.hooks import default_hooks
+        hooks = default_hooks(self.cfg)
+        for i, node in enumerate(self.cfg.train.hooks):
+            hooks.append(C.build(node, HOOKS, f"train.hooks.{i}", self.cfg))
+        return sorted(hooks, key=lambda h: h.priority)
+
+    def call_hooks(self, name: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, name)(self)
+
+    def before_epoch(self) -> None:
+        set_epoch(self.train_loader, self.epoch)
+        self.model.train()
+        self.call_hooks("before_epoch")
+
+    def train_in_epoch(self) -> None:
+        self.epoch_losses: dict[str, float] = {}
+        self.epoch_count = 0
+        for self.inner_iter, batch in enumerate(self.train_loader):
+            self.before_iter()
+            self.train_one_iter(batch)
+            self.after_iter()
+
+    def before_iter(self) -> None:
+        self.call_hooks("before_iter")
+
+    def train_one_iter(self, batch: Any) -> None:
+        accumulate = int(self.cfg.train.accumulate)
+        last_of_epoch = self.inner_iter + 1 == self.iters_per_epoch
+        self.stepped = (self.inner_iter + 1) % accumulate == 0 or last_of_epoch
+        # DDP all-reduces gradients in backward; skip that on accumulation-only iterations.
+        sync = nullcontext() if self.stepped or not isinstance(self.model, DDP) \
+            else self.model.no_sync()
+        with sync:
+            with self.autocast():
+                losses = self.forward_loss(batch)
+            loss = losses["loss"]
+            self.check_finite(loss, losses)
+            self.scaler.scale(loss / accumulate).backward()
+        if self.stepped:
+            clip = self.cfg.train.clip_grad
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+        self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
+        for k, v in self.last_losses.items():
+            self.epoch_losses[k] = self.epoch_losses.get(k, 0.0) + v
+        self.epoch_count += 1
+
+    def check_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        finite = torch.isfinite(loss.detach()).float()
+        if dist.is_dist():  # every rank must stop together, or the others hang in all-reduce
+            finite = finite.to(self.device)
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() < 1:
+            parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            saved = (f"checkpoints/last.pth still holds epoch {self.epoch}"
+                     if self.epoch > 0 else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"the loss became non-finite at epoch {self.epoch + 1}, iteration "
+                f"{self.inner_iter + 1} ({parts or float(loss)}); stopped without saving, "
+                f"{saved}. Lower optimizer.lr, add warm-up (scheduler.warmup_epochs), set "
+                f"train.clip_grad, or check the labels and images of this batch")
+
+    def after_iter(self) -> None:
+        self.call_hooks("after_iter")
+
+    def after_epoch(self) -> None:
+        self.epoch_mean_losses = {k: v / max(1, self.epoch_count)
+                                  for k, v in self.epoch_losses.items()}
+        self.is_best = False
+        self.last_metrics = {}
+        self.call_hooks("after_epoch")
+
+    def after_train(self) -> None:
+        self.call_hooks("after_train")
+        if self.best:
+            logger.info(f"best {self.best['metric']} = {self.best['value']:.4f} at epoch "
+                        f"{self.best['epoch']} ({self.best['weights']} weights)")
+
+    # ------------------------------------------------------------------------------------
+    # checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.bare_model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch + 1,
+            "iter": self.global_step,
+            "best": dict(self.best),
+            "rng": ckpt_io.rng_state(),
+            "config": C.to_dict(self.cfg),
+            "classes": list(self.classes),
+            "task": self.task,
+            "history": list(self.history),
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks if h.state_dict()},
+        }
+
+    def resume_path(self) -> Path | None:
+        resume = self.cfg.train.resume
+        if not resume:
+            return None
+        path = self.work_dir / "checkpoints" / "last.pth" if resume is True else Path(str(resume))
+        if not path.is_file():
+            raise CheckpointError(f"train.resume: no checkpoint at {path}; run without "
+                                  f"train.resume to start fresh")
+        return path
+
+    def load_resume(self, path: Path) -> None:
+        ckpt = ckpt_io.load(path)
+        if ckpt.get("classes") and list(ckpt["classes"]) != self.classes:
+            raise CheckpointError(f"{path} was trained on classes {ckpt['classes']}, but the "
+                                  f"dataset now has {self.classes}")
+        ckpt_io.load_weights_strict(self.model, ckpt["model"], str(path))
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise CheckpointError(f"{path} has no EMA weights but train.ema is on; resume "
+                                      f"with the same train.ema setting it was trained with")
+            ckpt_io.load_weights_strict(self.ema.module, ckpt["ema"], str(path))
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt.get("scheduler"):
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this config "
+                                  f"({e}); resume with the optimizer it was trained with") from None
+        self.start_epoch = int(ckpt["epoch"])
+        self.global_step = int(ckpt["iter"])
+        self.best = dict(ckpt.get("best") or {})
+        self.history = list(ckpt.get("history") or [])
+        hook_states = ckpt.get("hooks") or {}
+        for hook in self.hooks:
+            if type(hook).__name__ in hook_states:
+                hook.load_state_dict(hook_states[type(hook).__name__])
+        ckpt_io.set_rng_state(ckpt["rng"])
+        if self.start_epoch >= self.max_epoch:
+            logger.warning(f"{path} already finished {self.start_epoch} epochs (train.epochs = "
+                           f"{self.max_epoch}); raise train.epochs to train longer")
+        logger.info(f"resumed from {path} at epoch {self.start_epoch}, step {self.global_step}")
+
+    def check_work_dir(self, resume: bool) -> None:
+        last = self.work_dir / "checkpoints" / "last.pth"
+        if last.exists() and not resume and not self.cfg.train.overwrite:
+            raise ConfigError(
+                f"{self.work_dir} already holds a training run ({last}). To continue it set "
+                f"-o train.resume=true; to keep it, choose another folder with -o work_dir=...; "
+                f"to replace it, -o train.overwrite=true")
+
+    def save_checkpoint(self, name: str, state: dict | None = None) -> Path:
+        path = self.work_dir / "checkpoints" / name
+        if dist.is_main():
+            ckpt_io.save_atomic(state if state is not None else self.state_dict(), path)
+        return path

@@ -1,0 +1,124 @@
+"""Named registries of components, so a JSON config can pick any of them by ``type``.
+
+Each entry remembers where it was defined: a second registration under the same name fails
+and names both places, and an unknown name fails with the closest registered names.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from typing import Any, Callable, Iterator
+
+from aicore.errors import ConfigError
+
+
+def _origin(obj: Any) -> str:
+    try:
+        file = inspect.getsourcefile(obj) or "?"
+        line = inspect.getsourcelines(obj)[1]
+        return f"{file}:{line}"
+    except (TypeError, OSError):
+        return getattr(obj, "__module__", "?")
+
+
+class Registry:
+    """A name -> callable table with an optional fallback resolver.
+
+    ``fallback`` lets a registry expose a whole library by name (every albumentations transform,
+    every torch optimizer) without registering each one; registered names always win.
+    """
+
+    def __init__(self, name: str, fallback: Callable[[str], Any] | None = None,
+                 fallback_names: Callable[[], list[str]] | None = None) -> None:
+        self.name = name
+        self._entries: dict[str, Any] = {}
+        self._origins: dict[str, str] = {}
+        self._fallback = fallback
+        self._fallback_names = fallback_names
+
+    def register(self, name: str | Callable | None = None, *, force: bool = False):
+        """Decorator: ``@MODELS.register()`` or ``@MODELS.register("Name")``."""
+
+        def deco(obj, key=None):
+            key = key or obj.__name__
+            where = _origin(obj)
+            if key in self._entries and not force and self._origins[key] != where:
+                raise ConfigError(
+                    f"{self.name}: '{key}' is registered twice: first at {self._origins[key]}, "
+                    f"again at {where}. Rename one of them.")
+            self._entries[key] = obj
+            self._origins[key] = where
+            return obj
+
+        if callable(name):  # used as @REG.register without parentheses
+            return deco(name)
+        return lambda obj: deco(obj, name)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries or self._resolve_fallback(key) is not None
+
+    def _resolve_fallback(self, key: str):
+        if self._fallback is None:
+            return None
+        try:
+            return self._fallback(key)
+        except Exception:
+            return None
+
+    def get(self, key: str, where: str = "") -> Any:
+        if key in self._entries:
+            return self._entries[key]
+        obj = self._resolve_fallback(key)
+        if obj is not None:
+            return obj
+        close = difflib.get_close_matches(key, self.names(), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        at = f" at '{where}'" if where else ""
+        raise ConfigError(
+            f"unknown {self.name} type '{key}'{at}.{hint} List them with "
+            f"`python main.py --list {self.name.lower()}`; custom components are imported from "
+            f"custom_modules/ and the config's custom_imports.")
+
+    def origin(self, key: str) -> str:
+        return self._origins.get(key, "(library)")
+
+    def names(self, include_fallback: bool = True) -> list[str]:
+        names = set(self._entries)
+        if include_fallback and self._fallback_names is not None:
+            names.update(self._fallback_names())
+        return sorted(names)
+
+    def list(self, pattern: str = "*") -> list[str]:
+        return [n for n in self.names() if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.name}, {len(self._entries)} entries)"
+
+
+def _albumentations(name: str):
+    import albumentations as A
+    obj = getattr(A, name, None)
+    return obj if inspect.isclass(obj) and issubclass(obj, A.BasicTransform) else None
+
+
+def _albumentations_names() -> list[str]:
+    import albumentations as A
+    return [n for n in dir(A) if _albumentations(n) is not None]
+
+
+DATASETS = Registry("datasets")
+TRANSFORMS = Registry("transforms", _albumentations, _albumentations_names)
+MODELS = Registry("models")
+LOSSES = Registry("losses")
+OPTIMIZERS = Registry("optimizers")
+SCHEDULERS = Registry("schedulers")
+EVALUATORS = Registry("evaluators")
+HOOKS = Registry("hooks")
+TRAINERS = Registry("trainers")
+
+ALL = {r.name: r for r in (DATASETS, TRANSFORMS, MODELS, LOSSES, OPTIMIZERS, SCHEDULERS,
+                           EVALUATORS, HOOKS, TRAINERS)}

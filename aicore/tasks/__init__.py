@@ -1,0 +1,13 @@
+"""Task packages register their components on import; `import_tasks` imports them all."""
+import importlib
+
+TASK_MODULES = ["aicore.tasks.classification"]
+
+
+def import_tasks() -> None:
+    import aicore.losses.classification  # noqa: F401
+    import aicore.optim.optimizers  # noqa: F401
+    import aicore.optim.schedulers  # noqa: F401
+    import aicore.engine.hooks  # noqa: F401
+    for name in TASK_MODULES:
+        importlib.import_module(name)

@@ -1,0 +1,1 @@
+from aicore.tasks.classification import datasets, evaluator, models, trainer  # noqa: F401  (register)
