@@ -1,0 +1,56 @@
+"""Shared fixtures: small synthetic data sets and a way to run the CLI in-process."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> int:
+    """Run `python main.py ARGS` in this process; returns the exit status (0 on success)."""
+    from aicore.cli import main
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        main(list(args))
+        return 0
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        os.chdir(old)
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cls_root(tmp_path_factory) -> Path:
+    """Tiny 4-class colour data set in the folder layout."""
+    from aicore.tasks.classification.synthetic import make
+    return make(tmp_path_factory.mktemp("data") / "cls", n_train=12, n_val=6, n_test=3)
+
+
+def cls_config(root: Path, work_dir: Path, **train) -> dict:
+    """A fast classification config on the tiny data set."""
+    return {
+        "task": "classification",
+        "work_dir": str(work_dir),
+        "seed": 0,
+        "data": {"root": str(root), "in_channels": 3, "input_size": [32, 32], "batch_size": 8,
+                 "num_workers": 0, "dataset": {"type": "ClassificationDataset", "cache": True},
+                 "train": {"transforms": [{"type": "HorizontalFlip", "p": 0.5}]}},
+        "model": {"type": "TimmClassifier", "name": "resnet10t"},
+        "loss": {"type": "CrossEntropyLoss", "label_smoothing": 0.1},
+        "optimizer": {"type": "SGD", "lr": 0.05},
+        "scheduler": {"type": "cosine", "warmup_epochs": 1},
+        "train": {"epochs": 2, "progress": False, **train},
+    }
