@@ -54,3 +54,19 @@ def cls_config(root: Path, work_dir: Path, **train) -> dict:
         "scheduler": {"type": "cosine", "warmup_epochs": 1},
         "train": {"epochs": 2, "progress": False, **train},
     }
+
+
+@pytest.fixture(scope="session")
+def trained_run(cls_root, tmp_path_factory) -> tuple[Path, Path]:
+    """A finished 2-epoch classification run: (config path, work_dir). Tests must not modify
+    it; copy it first (see `snapshot`)."""
+    base = tmp_path_factory.mktemp("trained")
+    cfg = write_config(base / "cls.json", cls_config(cls_root, base / "run", ema={"decay": 0.9}))
+    assert run_cli("-c", str(cfg)) == 0
+    return cfg, base / "run"
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under folder, to prove nothing was touched."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

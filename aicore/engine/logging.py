@@ -13,14 +13,25 @@ _file_sink: int | None = None
 
 
 def setup_console() -> None:
+    global _file_sink
     logger.remove()
+    _file_sink = None
     level = "INFO" if dist.rank() == 0 else "ERROR"
     logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None)
 
 
 def add_file_sink(path: Path) -> None:
     global _file_sink
-    if _file_sink is not None:
-        logger.remove(_file_sink)
+    remove_file_sink()
     _file_sink = logger.add(str(path), level="INFO", encoding="utf-8",
                             format="{time:YYYY-MM-DD HH:mm:ss} | {level: <7} | {message}")
+
+
+def remove_file_sink() -> None:
+    global _file_sink
+    if _file_sink is not None:
+        try:
+            logger.remove(_file_sink)
+        except ValueError:  # already removed by a logger.remove() elsewhere
+            pass
+        _file_sink = None

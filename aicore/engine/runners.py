@@ -158,6 +158,7 @@ def run_demo(trainer) -> list[dict[str, Any]]:
     in_ch = int(cfg.data.in_channels)
     rows: list[dict[str, Any]] = []
     writer = None
+    source = Path(cfg.demo.source)
     for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images):
         x = trainer.preprocess(to_channels(raw, in_ch, name))[None]
         with torch.no_grad(), trainer.autocast():
@@ -166,9 +167,9 @@ def run_demo(trainer) -> list[dict[str, Any]]:
         if display.dtype != np.uint8:
             display = (display * 255).clip(0, 255).astype(np.uint8)
         drawn = trainer.draw(display, pred)
-        if frame is None:
-            target = out / (Path(name).stem + ".png")
-            imwrite(target, drawn)
+        if frame is None:  # mirror a folder's sub-folders so equal file names never collide
+            rel = Path(name).relative_to(source) if source.is_dir() else Path(Path(name).name)
+            imwrite(out / rel.with_suffix(".png"), drawn)
         else:
             if writer is None:
                 target = out / (Path(name).stem + "_pred.mp4")

@@ -31,7 +31,7 @@ from aicore import config as C
 from aicore.data.loaders import build_loader, set_epoch
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
-from aicore.engine.logging import add_file_sink
+from aicore.engine.logging import add_file_sink, remove_file_sink
 from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
 from aicore.registry import EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
@@ -239,6 +239,7 @@ class BaseTrainer:
         finally:
             for hook in self.hooks:
                 hook.close(self)
+            remove_file_sink()
         return self.best
 
     stop_requested = False
