@@ -74,9 +74,12 @@ DEFAULTS: dict[str, Any] = {
         "hooks": [],
         "deterministic": False,
     },
-    "eval": {"checkpoint": None, "split": "val", "weights": "auto", "out": None},
+    # sliding_window (tasks that support it): false | true | {"window": [H, W], "overlap": 0.5};
+    # demo's null = same as eval's. eval's also applies to validation during training.
+    "eval": {"checkpoint": None, "split": "val", "weights": "auto", "out": None,
+             "sliding_window": False},
     "demo": {"source": None, "checkpoint": None, "weights": "auto", "out": None,
-             "max_images": None},
+             "max_images": None, "sliding_window": None},
     "export": {"checkpoint": None, "weights": "auto", "opset": 17, "formats": ["onnx", "torchscript"],
                "tolerance": 1e-4, "parity_images": 8, "out": None},
 }
@@ -369,10 +372,8 @@ def build(node: dict | DotMap, registry: Registry, path: str, cfg: Any = None, *
     sig = signature_of(obj)
     if sig is not None:
         params = sig.parameters
-        var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
         for name, value in injected.items():
-            if name not in node and (name in params or (var_kw and name in ("in_chans",
-                                                                              "num_classes"))):
+            if name not in node and name in params:  # only names the constructor declares
                 node[name] = value
     try:
         return obj(**node)

@@ -1,0 +1,144 @@
+"""Every bad input a user can make: one clear message naming the file or key, exit status 2,
+and nothing already written (an earlier run's checkpoints, logs, metrics) touched."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import cls_config, run_cli, snapshot, write_config
+
+
+@pytest.fixture
+def previous_run(trained_run, tmp_path):
+    """A copy of a finished run that a bad invocation must leave exactly as it was."""
+    cfg, run = trained_run
+    work = tmp_path / "run"
+    shutil.copytree(run, work)
+    return work, snapshot(work)
+
+
+def _expect_exit2(capsys, args, *needles):
+    code = run_cli(*args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: ")
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def _cfg_file(tmp_path, cls_root, work, **patch):
+    cfg = cls_config(cls_root, work)
+    for dotted, value in patch.items():
+        node = cfg
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return write_config(tmp_path / "bad.json", cfg)
+
+
+@pytest.mark.parametrize("patch,needles", [
+    ({"model__type": "TimmClasifier"}, ["unknown models type 'TimmClasifier'", "TimmClassifier"]),
+    ({"optimizer__momentun": 0.9}, ["optimizer.momentun", "Did you mean: momentum"]),
+    ({"model__name": "resnet10"}, ["not a timm model", "resnet10t"]),
+    ({"data__root": "/nonexistent/data"}, ["/nonexistent/data", "folder not found"]),
+])
+def test_config_mistakes(capsys, tmp_path, cls_root, previous_run, patch, needles):
+    work, before = previous_run
+    path = _cfg_file(tmp_path, cls_root, work, train__resume=True, **patch)
+    _expect_exit2(capsys, ["-c", str(path)], *needles)
+    assert snapshot(work) == before
+
+
+def test_invalid_json(capsys, tmp_path, previous_run):
+    work, before = previous_run
+    path = tmp_path / "broken.json"
+    path.write_text('{"task": "classification",\n "work_dir": "%s"\n "seed": 1}' % work)
+    _expect_exit2(capsys, ["-c", str(path)], f"{path}:3:2", "invalid JSON")
+    assert snapshot(work) == before
+
+
+def _copy_data(cls_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(cls_root, root)
+    return root
+
+
+def test_corrupt_image(capsys, tmp_path, cls_root, previous_run):
+    work, before = previous_run
+    root = _copy_data(cls_root, tmp_path)
+    bad = root / "train" / "circle" / "train_0003.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    path = write_config(tmp_path / "c.json", cls_config(root, work, resume=True))
+    _expect_exit2(capsys, ["-c", str(path)], str(bad), "corrupt")
+    assert snapshot(work) == before
+
+
+def test_empty_class_folder(capsys, tmp_path, cls_root, previous_run):
+    work, before = previous_run
+    root = _copy_data(cls_root, tmp_path)
+    (root / "train" / "hexagon").mkdir()
+    path = write_config(tmp_path / "c.json", cls_config(root, work, resume=True))
+    _expect_exit2(capsys, ["-c", str(path)], str(root / "train" / "hexagon"), "empty")
+    assert snapshot(work) == before
+
+
+def test_label_out_of_range_in_list_file(capsys, tmp_path, previous_run):
+    from aicore.tasks.classification.synthetic import make
+    work, before = previous_run
+    root = make(tmp_path / "lst", layout="list", n_train=2, n_val=1, n_test=1)
+    lines = (root / "train.txt").read_text().split()
+    lines[3] = f"{lines[3]} 7"
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    path = write_config(tmp_path / "c.json", cls_config(root, work, resume=True))
+    _expect_exit2(capsys, ["-c", str(path)], f"{root / 'train.txt'}:4", "class index 7",
+                  "0..3")
+    assert snapshot(work) == before
+
+
+def test_checkpoint_from_another_model(capsys, trained_run, previous_run):
+    cfg, _ = trained_run
+    work, before = previous_run
+    ckpt = work / "checkpoints" / "best.pth"
+    for mode in ("eval", "export"):
+        _expect_exit2(capsys, ["-c", str(cfg), "-o", f"mode={mode}", "-o", "model.name=resnet14t",
+                               "-o", f"work_dir={work}", "-o", f"{mode}.checkpoint={ckpt}"],
+                      str(ckpt), "does not fit the model")
+    # resuming with another model is refused before anything is written
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", "model.name=resnet14t", "-o", f"work_dir={work}",
+                           "-o", "train.resume=true"], "does not fit the model")
+    assert snapshot(work) == before
+
+
+def test_not_a_checkpoint(capsys, trained_run, tmp_path):
+    cfg, _ = trained_run
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", "mode=eval", "-o", f"eval.checkpoint={junk}",
+                           "-o", f"work_dir={tmp_path / 'w'}"], str(junk))
+
+
+def test_existing_run_is_not_overwritten(capsys, trained_run, previous_run):
+    cfg, _ = trained_run
+    work, before = previous_run
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", f"work_dir={work}"], "already holds a training run",
+                  "train.resume=true")
+    assert snapshot(work) == before
+
+
+def test_fp16_on_cpu_is_refused(capsys, trained_run, tmp_path):
+    cfg, _ = trained_run
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", "train.amp=fp16", "-o",
+                           f"work_dir={tmp_path / 'w'}"], "fp16", "bf16")
+    assert not (tmp_path / "w").exists()
+
+
+def test_unsupported_channels_and_missing_demo_source(capsys, trained_run, tmp_path):
+    cfg, run = trained_run
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", "data.in_channels=4"], "data.in_channels")
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", "mode=demo", "-o", "demo.source=/no/such.png",
+                           "-o", f"demo.out={tmp_path / 'd'}"], "/no/such.png")
