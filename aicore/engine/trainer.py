@@ -295,7 +295,12 @@ class BaseTrainer:
                 json.dumps(C.to_dict(cfg), indent=2), encoding="utf-8")
             add_file_sink(self.work_dir / "train.log")
         if cfg.train.sync_bn and dist.is_dist():
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:
+                logger.warning("train.sync_bn is ignored on CPU: PyTorch's SyncBatchNorm runs on "
+                               "CUDA only (BatchNorm statistics are synced from rank 0 after "
+                               "every epoch instead)")
         if dist.is_dist():
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids)
@@ -398,11 +403,26 @@ class BaseTrainer:
         self.call_hooks("after_iter")
 
     def after_epoch(self) -> None:
+        self.sync_buffers()
         self.epoch_mean_losses = {k: v / max(1, self.epoch_count)
                                   for k, v in self.epoch_losses.items()}
         self.is_best = False
         self.last_metrics = {}
         self.call_hooks("after_epoch")
+
+    def sync_buffers(self) -> None:
+        """Copy rank 0's buffers (BatchNorm statistics) to every rank.
+
+        DDP keeps parameters identical, but each rank updates its BatchNorm statistics from its
+        own last batches; evaluating and checkpointing after this makes every rank hold, score
+        and save the very same model.
+        """
+        if not dist.is_dist():
+            return
+        modules = [self.bare_model] + ([self.ema.module] if self.ema is not None else [])
+        for module in modules:
+            for buf in module.buffers():
+                torch.distributed.broadcast(buf.data, src=0)
 
     def after_train(self) -> None:
         self.call_hooks("after_train")
