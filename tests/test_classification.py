@@ -168,3 +168,17 @@ def test_quickstart_reaches_target(tmp_path):
     assert max(r["top1"] for r in records) >= 0.95
     ckpt = torch.load(work / "checkpoints/best.pth", weights_only=True)
     assert ckpt["best"]["value"] >= 0.95
+
+
+def test_pretrained_from_local_file(tmp_path):
+    """`pretrained: <path>` loads local weights through timm, adapting head and channels."""
+    import timm
+    from aicore.tasks.classification.models import timm_classifier
+    src = timm.create_model("resnet10t", num_classes=1000)
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    model = timm_classifier("resnet10t", num_classes=4, in_chans=1,
+                            pretrained=str(tmp_path / "w.pth"))
+    assert model.fc.out_features == 4
+    w = src.conv1[0].weight.sum(dim=1, keepdim=True)  # timm folds RGB filters into one channel
+    torch.testing.assert_close(model.conv1[0].weight, w)
+    torch.testing.assert_close(model.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
