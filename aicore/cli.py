@@ -127,15 +127,26 @@ def run(config: str, overrides: list[str], check_only: bool = False):
     if trainer_name not in TRAINERS:
         raise ConfigError(f"task '{cfg.task}' is not available in this version of AICore yet "
                           f"(no trainer '{trainer_name}' registered)")
-    trainer = TRAINERS.get(trainer_name)(cfg)
-    try:
-        if cfg.mode == "trainval":
+    trainer_cls = TRAINERS.get(trainer_name)
+
+    def run_mode(trainer):
+        if trainer.cfg.mode == "trainval":
             return trainer.train()
-        if cfg.mode == "eval":
+        if trainer.cfg.mode == "eval":
             return run_eval(trainer)
-        if cfg.mode == "demo":
+        if trainer.cfg.mode == "demo":
             return run_demo(trainer)
         return run_export(trainer)
+
+    try:
+        # One config may stand for several independent runs (anomaly: one model per product
+        # category), each with its own work_dir; the trainer class then summarises them.
+        subs = trainer_cls.sub_runs(cfg)
+        if not subs:
+            return run_mode(trainer_cls(cfg))
+        results = {name: run_mode(trainer_cls(sub)) for name, sub in subs}
+        trainer_cls.summarize_runs(cfg, results)
+        return results
     finally:
         dist.cleanup()
 

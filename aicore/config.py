@@ -26,6 +26,9 @@ from aicore.registry import (DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMI
                              TRAINERS, TRANSFORMS, Registry)
 
 TASKS = ("classification", "segmentation", "detection", "anomaly")
+# Tasks whose models are fitted without gradients (PaDiM statistics, a PatchCore memory bank):
+# a training run needs no loss and no optimizer.
+GRADIENT_FREE_TASKS = ("anomaly",)
 MODES = ("trainval", "eval", "demo", "export")
 
 # Plain sections and their defaults. A dict value of None marks an open dict (any keys).
@@ -44,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "mean": None,  # per-channel, in [0, 1] units; None = ImageNet (3ch) or 0.5 (1ch)
         "std": None,
+        "auto_batch_fraction": 0.8,  # batch_size -1 on CUDA: share of GPU memory to fill
         "dataset": {},  # {"type": ..., kwargs shared by every split}
         "train": {"dataset": {}, "transforms": None},
         "val": {"dataset": {}, "transforms": None},
@@ -73,15 +77,31 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
         "hooks": [],
         "deterministic": False,
+        # training strategies (classification; see notes/classification.md)
+        "class_balance": None,  # None | "loss" (balanced loss weights) | "sampler"
+        "freeze_backbone_epochs": 0,  # train only the head for the first N epochs
+        "mixup": None,  # None | {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, ...}
+        "distill": None,  # None | {"checkpoint": teacher.pth, "temperature": 4, "alpha": 0.5}
+        "rdrop": None,  # None | {"alpha": 1.0}
+        "save_train_batch": True,  # write train_batch.jpg: what the model sees
     },
     # sliding_window (tasks that support it): false | true | {"window": [H, W], "overlap": 0.5};
     # demo's null = same as eval's. eval's also applies to validation during training.
     "eval": {"checkpoint": None, "split": "val", "weights": "auto", "out": None,
-             "sliding_window": False},
+             "sliding_window": False,
+             "tta": None,  # classification: None | "hflip" | "tencrop"
+             "tsne": True},  # classification: t-SNE plot of penultimate features
     "demo": {"source": None, "checkpoint": None, "weights": "auto", "out": None,
-             "max_images": None, "sliding_window": None},
+             "max_images": None, "sliding_window": None,
+             "cam": None,  # classification: None | "GradCAM" | "GradCAMPlusPlus" | ...
+             "cam_layer": None,  # module name for the CAM; None = the last feature stage
+             "score_thresh": None},  # detection: lowest score drawn and listed (None = 0.3)
     "export": {"checkpoint": None, "weights": "auto", "opset": 17, "formats": ["onnx", "torchscript"],
-               "tolerance": 1e-4, "parity_images": 8, "out": None},
+               "tolerance": 1e-4, "parity_images": 8, "out": None,
+               "fuse_bn": True,  # fold BatchNorm into the preceding convolution
+               "benchmark": False,  # latency / FPS of PyTorch, TorchScript and ONNX Runtime
+               "benchmark_iters": 50,
+               "nms": False},  # detection: NMS inside the graph ((K, 7) rows, not dense boxes)
 }
 
 OPEN_DICTS = {"data.dataset", "data.train.dataset", "data.val.dataset", "data.test.dataset",
@@ -332,7 +352,7 @@ def validate(cfg: DotMap) -> None:
         check_component(merged, DATASETS, f"data.{split}.dataset", raw, DATASET_INJECTED)
         for i, t in enumerate(data[split]["transforms"] or []):
             check_transform(t, f"data.{split}.transforms.{i}", raw)
-    needs_training = raw["mode"] == "trainval"
+    needs_training = raw["mode"] == "trainval" and raw["task"] not in GRADIENT_FREE_TASKS
     for key, registry, injected in COMPONENT_SLOTS:
         node = raw[key]
         if not node:

@@ -45,11 +45,38 @@ def _worker_init(worker_id: int) -> None:
     _reseed_transforms(info.dataset, seed)
 
 
+class WeightedDistributedSampler(Sampler[int]):
+    """Draws len(dataset) indices with replacement, probability proportional to a per-sample
+    weight (class balancing), from a (seed, epoch) generator, sharded over ranks."""
+
+    def __init__(self, weights: list[float], num_replicas: int, rank: int, seed: int) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.num_samples = math.ceil(len(weights) / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        total = self.num_samples * self.num_replicas
+        indices = torch.multinomial(self.weights, total, replacement=True, generator=g).tolist()
+        return iter(indices[self.rank:total:self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def build_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int, seed: int,
-                 collate_fn: Callable | None = None, drop_last: bool | None = None) -> DataLoader:
-    if train:
+                 collate_fn: Callable | None = None, drop_last: bool | None = None,
+                 sample_weights: list[float] | None = None) -> DataLoader:
+    if train and sample_weights is not None:
+        sampler: Sampler = WeightedDistributedSampler(sample_weights, dist.world_size(),
+                                                      dist.rank(), seed)
+    elif train:
         # DistributedSampler also serves the single-process case: seed + epoch order either way.
-        sampler: Sampler = DistributedSampler(dataset, num_replicas=dist.world_size(),
+        sampler = DistributedSampler(dataset, num_replicas=dist.world_size(),
                                               rank=dist.rank(), shuffle=True, seed=seed,
                                               drop_last=False)
     else:

@@ -67,6 +67,7 @@ def strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_weights_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: str) -> None:
     """Load for eval/demo/export/resume: every key must match in name and shape."""
     sd = strip_prefix(sd)
+    resize_dynamic_buffers(model, sd)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -86,6 +87,21 @@ def load_weights_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], pat
             f"classes; use the config it was trained with (saved as config.json next to it), "
             f"or model.init_from to fine-tune from it")
     model.load_state_dict(sd, strict=True)
+
+
+def resize_dynamic_buffers(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Give data-sized buffers the checkpoint's shape before loading.
+
+    A module may list buffers whose size the training data decides (a PatchCore memory bank
+    holds as many patches as its coreset kept) in a ``dynamic_buffers`` attribute; every other
+    tensor must still match exactly.
+    """
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "dynamic_buffers", ()):
+            key = f"{prefix}.{name}" if prefix else name
+            old = module._buffers.get(name)
+            if key in sd and old is not None and sd[key].dim() == old.dim():
+                module._buffers[name] = torch.empty_like(sd[key], device=old.device)
 
 
 def load_for_finetune(model: torch.nn.Module, path: str) -> dict[str, list[str]]:

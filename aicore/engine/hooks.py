@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from loguru import logger
 
 from aicore.engine import dist
@@ -121,8 +122,9 @@ class CheckpointHook(Hook):
     priority = 50
 
     def after_epoch(self, trainer) -> None:
+        lr = trainer.current_lr()
         trainer.history.append({"epoch": trainer.epoch + 1,
-                                "lr": trainer.optimizer.param_groups[0]["lr"],
+                                **({"lr": lr} if lr is not None else {}),
                                 **{f"train_{k}": v for k, v in trainer.epoch_mean_losses.items()},
                                 **getattr(trainer, "epoch_record", {})})
         trainer.epoch_record = {}
@@ -147,16 +149,17 @@ class LoggerHook(Hook):
         i = trainer.inner_iter + 1
         if self.interval and (i % self.interval == 0):
             losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.last_losses.items())
-            lr = trainer.optimizer.param_groups[0]["lr"]
+            lr = trainer.current_lr()
             logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} iter "
-                        f"{i}/{trainer.iters_per_epoch} {losses} lr={lr:.3e}")
+                        f"{i}/{trainer.iters_per_epoch} {losses}"
+                        + (f" lr={lr:.3e}" if lr is not None else ""))
 
     def after_epoch(self, trainer) -> None:
         dt = time.perf_counter() - self.t0
         n = trainer.epoch_count * trainer.train_loader.batch_size * dist.world_size()
         losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.epoch_mean_losses.items())
         logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} done in {dt:.1f}s "
-                    f"({n / max(dt, 1e-9):.0f} img/s) mean {losses}")
+                    f"({n / max(dt, 1e-9):.0f} img/s)" + (f" mean {losses}" if losses else ""))
 
 
 @HOOKS.register("TensorboardHook")
@@ -179,7 +182,8 @@ class TensorboardHook(Hook):
         step = trainer.epoch * trainer.iters_per_epoch + trainer.inner_iter + 1
         for k, v in trainer.last_losses.items():
             self.writer.add_scalar(f"train/{k}", v, step)
-        self.writer.add_scalar("train/lr", trainer.optimizer.param_groups[0]["lr"], step)
+        if trainer.current_lr() is not None:
+            self.writer.add_scalar("train/lr", trainer.current_lr(), step)
 
     def after_epoch(self, trainer) -> None:
         if self.writer is None:
@@ -266,8 +270,62 @@ class EarlyStoppingHook(Hook):
         self.bad = int(state.get("bad", 0))
 
 
+def head_parameters(model) -> list:
+    """The classifier head's parameters: timm's get_classifier(), else a head/fc/classifier
+    attribute."""
+    from aicore.errors import ConfigError
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, torch.nn.Module):
+        head = next((getattr(model, n) for n in ("head", "fc", "classifier")
+                     if isinstance(getattr(model, n, None), torch.nn.Module)), None)
+    params = list(head.parameters()) if head is not None else []
+    if not params:
+        raise ConfigError(f"train.freeze_backbone_epochs: cannot tell the head of "
+                          f"{type(model).__name__} from its backbone; it needs timm's "
+                          f"get_classifier() or a head/fc/classifier attribute")
+    return params
+
+
+@HOOKS.register("FreezeBackboneHook")
+class FreezeBackboneHook(Hook):
+    """Trains only the head for the first `epochs` epochs (backbone weights and BatchNorm
+    statistics fixed), then everything: fine-tuning a pretrained backbone on a few hundred
+    images without wrecking its features while the new head is still random."""
+
+    priority = 5
+
+    def __init__(self, epochs: int = 1, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.epochs = epochs
+
+    def before_train(self, trainer) -> None:
+        head_parameters(trainer.bare_model)  # fail early on a model without a known head
+
+    def before_epoch(self, trainer) -> None:
+        model = trainer.bare_model
+        frozen = trainer.epoch < self.epochs
+        head = {id(p) for p in head_parameters(model)}
+        changed = False
+        for p in model.parameters():
+            want = not frozen or id(p) in head
+            if p.requires_grad != want:
+                p.requires_grad_(want)
+                changed = True
+        if frozen:
+            head_modules = {id(m) for m in model.modules()
+                            if any(id(p) in head for p in m.parameters(recurse=False))}
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in head_modules:
+                    m.eval()
+        if changed:
+            trainer.wrap_ddp()
+            logger.info("backbone frozen: training the head only" if frozen
+                        else "backbone unfrozen: training all layers")
+
+
 def default_hooks(cfg) -> list[Hook]:
     t = cfg.train
     return [LRSchedulerHook(), EMAHook(), EvalHook(interval=int(t.eval_interval)),
             CheckpointHook(), LoggerHook(interval=int(t.log_interval)), TensorboardHook(),
-            ProgressHook(), CurvesHook()]
+            ProgressHook(), CurvesHook()] + (
+        [FreezeBackboneHook(int(t.freeze_backbone_epochs))] if t.freeze_backbone_epochs else [])

@@ -92,6 +92,7 @@ def run_eval(trainer) -> dict[str, Any]:
         out = out_dir(cfg, "eval")
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        trainer.eval_model = model  # for reports that need another pass (t-SNE, CAMs)
         trainer.write_eval_report(evaluator, dataset, metrics, out)
         summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                            if isinstance(v, float))
@@ -157,6 +158,7 @@ def run_demo(trainer) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     in_ch = int(cfg.data.in_channels)
     rows: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []  # full predictions, for task reports beyond the CSV
     writer = None
     source = Path(cfg.demo.source)
     for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images):
@@ -178,12 +180,14 @@ def run_demo(trainer) -> list[dict[str, Any]]:
             writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         rows.append({"source": name, "frame": "" if frame is None else frame,
                      **trainer.demo_row(pred)})
+        results.append({"source": name, "frame": frame, "prediction": pred})
     if writer is not None:
         writer.release()
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    trainer.write_demo_report(results, out)
     logger.info(f"demo: {len(rows)} predictions written to {out}")
     return rows
 

@@ -52,6 +52,9 @@ class BaseTrainer:
     task: str = ""
     #: evaluator metric used for best.pth when train.best_metric is not set
     default_metric: str = ""
+    #: False for gradient-free trainers (anomaly models are fitted, not trained): no loss,
+    #: optimizer, scheduler or scaler is built, and the model is not wrapped in DDP
+    needs_optimizer: bool = True
 
     def __init__(self, cfg: DotMap) -> None:
         self.cfg = cfg
@@ -75,6 +78,17 @@ class BaseTrainer:
 
     # ------------------------------------------------------------------------------------
     # task: building and running. Subclasses override these.
+
+    @classmethod
+    def sub_runs(cls, cfg: DotMap) -> list[tuple[str, DotMap]]:
+        """task: the independent runs one config stands for, as (name, config) with their own
+        work_dir (anomaly: one model per product category); [] = the config is one run."""
+        return []
+
+    @classmethod
+    def summarize_runs(cls, cfg: DotMap, results: dict[str, Any]) -> None:
+        """task: after all sub-runs of a mode, e.g. a table over them; `results` maps each
+        run's name to what its mode returned."""
 
     def build_dataset(self, split: str, train: bool) -> Dataset:
         """task: the dataset of one split, with its transforms."""
@@ -116,6 +130,11 @@ class BaseTrainer:
     def demo_row(self, pred: dict[str, Any]) -> dict[str, Any]:
         """task: the prediction as CSV columns."""
         raise NotImplementedError
+
+    def write_demo_report(self, results: list[dict[str, Any]], out: Path) -> None:
+        """task: extra demo files next to predictions.csv, for predictions a CSV row cannot
+        hold well (detection writes them as JSON). `results` has one {"source", "frame",
+        "prediction"} per image or video frame, `prediction` as predict_images returned it."""
 
     def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
         """task: the module to export and its output names."""
@@ -180,9 +199,27 @@ class BaseTrainer:
 
     def build_loader(self, dataset: Dataset, train: bool) -> DataLoader:
         data = self.cfg.data
-        bs = int(data.batch_size if train else (data.val_batch_size or data.batch_size))
+        bs = int(data.batch_size)
+        if bs == -1:
+            bs = self.auto_batch_size(dataset)
+        elif bs < 1:
+            raise ConfigError(f"data.batch_size = {bs}: use a positive number, or -1 to pick "
+                              f"the largest batch that fits")
+        if not train and data.val_batch_size:
+            bs = int(data.val_batch_size)
         return build_loader(dataset, bs, train, int(data.num_workers), int(self.cfg.seed),
-                            collate_fn=self.collate_fn())
+                            collate_fn=self.collate_fn(), sample_weights=(
+                                self.sample_weights(dataset) if train else None))
+
+    def sample_weights(self, dataset: Dataset) -> list[float] | None:
+        """Per-sample drawing weights for the training sampler (None = uniform shuffling)."""
+        return None
+
+    def auto_batch_size(self, dataset: Dataset) -> int:
+        from aicore.engine.autobatch import auto_batch_size
+        if not hasattr(self, "_auto_bs"):
+            self._auto_bs = auto_batch_size(self, dataset)
+        return self._auto_bs
 
     def build_model(self) -> nn.Module:
         node = {k: v for k, v in self.cfg.model.toDict().items() if k != "init_from"}
@@ -208,6 +245,11 @@ class BaseTrainer:
     @property
     def bare_model(self) -> nn.Module:
         return self.model.module if isinstance(self.model, DDP) else self.model
+
+    def current_lr(self) -> float | None:
+        """The first parameter group's learning rate; None without an optimizer."""
+        optimizer = getattr(self, "optimizer", None)
+        return optimizer.param_groups[0]["lr"] if optimizer is not None else None
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, evaluator) -> dict[str, Any]:
@@ -255,6 +297,16 @@ class BaseTrainer:
         if list(getattr(self.val_set, "classes", self.classes)) != self.classes:
             raise ConfigError(f"the val split's classes {self.val_set.classes} differ from the "
                               f"train split's {self.classes}; both must use the same labels")
+        self.model = self.build_model()
+        if cfg.model.get("init_from"):
+            ckpt_io.load_for_finetune(self.model, str(cfg.model.init_from))
+        self.model.to(self.device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = self.optimizer = self.scheduler = self.scaler = None
+        if self.needs_optimizer:
+            self.loss_fn = self.build_loss()
+        # loaders after the model and loss: data.batch_size = -1 measures what fits
         self.train_loader = self.build_loader(self.train_set, train=True)
         self.val_loader = self.build_loader(self.val_set, train=False)
         self.iters_per_epoch = len(self.train_loader)
@@ -262,25 +314,20 @@ class BaseTrainer:
             raise ConfigError(f"the train split has {len(self.train_set)} samples, fewer than "
                               f"one batch on each of {dist.world_size()} processes; lower "
                               f"data.batch_size")
-
-        self.model = self.build_model()
-        if cfg.model.get("init_from"):
-            ckpt_io.load_for_finetune(self.model, str(cfg.model.init_from))
-        self.model.to(self.device)
-        if cfg.train.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = self.build_loss()
-        self.optimizer = C.build(cfg.optimizer, OPTIMIZERS, "optimizer", cfg, params=self.model)
-        self.scheduler = (C.build(cfg.scheduler, SCHEDULERS, "scheduler", cfg,
-                                  optimizer=self.optimizer, epochs=self.max_epoch,
-                                  iters_per_epoch=math.ceil(self.iters_per_epoch /
-                                                            int(cfg.train.accumulate)))
-                          if cfg.scheduler else None)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=cfg.train.amp == "fp16")
+        if self.needs_optimizer:
+            self.optimizer = C.build(cfg.optimizer, OPTIMIZERS, "optimizer", cfg,
+                                     params=self.model)
+            self.scheduler = (C.build(cfg.scheduler, SCHEDULERS, "scheduler", cfg,
+                                      optimizer=self.optimizer, epochs=self.max_epoch,
+                                      iters_per_epoch=math.ceil(self.iters_per_epoch /
+                                                                int(cfg.train.accumulate)))
+                              if cfg.scheduler else None)
+            self.scaler = torch.amp.GradScaler(self.device.type,
+                                               enabled=cfg.train.amp == "fp16")
         self.evaluator = self.build_evaluator()
         self.metric = cfg.train.best_metric or self.default_metric
         self.build_ema()
+        self.build_extras()
         self.hooks = self.build_hooks()
 
         resume_path = self.resume_path()
@@ -301,14 +348,24 @@ class BaseTrainer:
                 logger.warning("train.sync_bn is ignored on CPU: PyTorch's SyncBatchNorm runs on "
                                "CUDA only (BatchNorm statistics are synced from rank 0 after "
                                "every epoch instead)")
-        if dist.is_dist():
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.model, device_ids=ids)
+        self.wrap_ddp()
         logger.info(f"task={self.task} model={cfg.model.type} classes={len(self.classes)} "
                     f"train={len(self.train_set)} val={len(self.val_set)} device={self.device} "
                     f"world_size={dist.world_size()} amp={cfg.train.amp or 'off'}")
         logger.info("hooks: " + ", ".join(f"{type(h).__name__}({h.priority})" for h in self.hooks))
         self.call_hooks("before_train")
+
+    def build_extras(self) -> None:
+        """task: training strategies built after the model and before anything is written
+        (so their bad input, e.g. a missing teacher checkpoint, damages nothing)."""
+
+    def wrap_ddp(self) -> None:
+        """(Re-)wrap the model in DDP; called again when the set of trainable parameters
+        changes (DDP fixes its gradient buckets at construction)."""
+        if not (dist.is_dist() and self.needs_optimizer):  # DDP exists to all-reduce gradients
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = DDP(self.bare_model, device_ids=ids)
 
     def build_loss(self) -> nn.Module:
         counts = getattr(self.train_set, "class_counts", None)
@@ -437,9 +494,9 @@ class BaseTrainer:
         return {
             "model": self.bare_model.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.epoch + 1,
             "iter": self.global_step,
             "best": dict(self.best),
@@ -473,10 +530,12 @@ class BaseTrainer:
                                       f"with the same train.ema setting it was trained with")
             ckpt_io.load_weights_strict(self.ema.module, ckpt["ema"], str(path))
         try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.scheduler is not None and ckpt.get("scheduler"):
                 self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
+            if self.scaler is not None:
+                self.scaler.load_state_dict(ckpt["scaler"])
         except (ValueError, KeyError) as e:
             raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this config "
                                   f"({e}); resume with the optimizer it was trained with") from None

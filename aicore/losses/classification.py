@@ -46,13 +46,18 @@ class _WeightedLoss(nn.Module):
 class CrossEntropyLoss(_WeightedLoss):
     def __init__(self, label_smoothing: float = 0.0, class_weights: str | list | None = None,
                  beta: float = 0.999, num_classes: int | None = None,
-                 class_counts: list[int] | None = None) -> None:
+                 class_counts: list[int] | None = None, ignore_index: int = -100) -> None:
         super().__init__(class_weights_fn(class_weights, class_counts, num_classes, beta))
         self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index  # targets equal to it add nothing (segmentation: 255)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point():  # soft targets (mixup / cutmix): (N, C) probabilities
+            return F.cross_entropy(logits.float(), target, weight=self.weight,
+                                   label_smoothing=self.label_smoothing)
         return F.cross_entropy(logits.float(), target, weight=self.weight,
-                               label_smoothing=self.label_smoothing)
+                               label_smoothing=self.label_smoothing,
+                               ignore_index=self.ignore_index)
 
 
 @LOSSES.register("FocalLoss")
@@ -66,12 +71,10 @@ class FocalLoss(_WeightedLoss):
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logp = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
-        loss = -((1 - logp.exp()) ** self.gamma) * logp
-        if self.weight is not None:
-            w = self.weight[target]
-            return (loss * w).sum() / w.sum()
-        return loss.mean()
+        t = soft_targets(target, logits.shape[1])
+        logp = F.log_softmax(logits.float(), dim=1)
+        loss = -(t * (1 - logp.exp()) ** self.gamma * logp).sum(1)
+        return _weighted_mean(loss, t, self.weight)
 
 
 @LOSSES.register("PolyLoss")
@@ -86,14 +89,26 @@ class PolyLoss(_WeightedLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none",
-                             label_smoothing=self.label_smoothing)
-        pt = F.softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
-        loss = ce + self.epsilon * (1 - pt)
-        if self.weight is not None:
-            w = self.weight[target]
-            return (loss * w).sum() / w.sum()
-        return loss.mean()
+        t = soft_targets(target, logits.shape[1], self.label_smoothing)
+        logp = F.log_softmax(logits, dim=1)
+        ce = -(t * logp).sum(1)
+        pt = (t * logp.exp()).sum(1)
+        return _weighted_mean(ce + self.epsilon * (1 - pt), t, self.weight)
 
 
 class_weights_fn = class_weights
+
+
+def soft_targets(target: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Class indices (N,) or probabilities (N, C) -> probabilities, with label smoothing."""
+    t = target.float() if target.is_floating_point() else \
+        F.one_hot(target, num_classes).float()
+    return t * (1 - smoothing) + smoothing / num_classes if smoothing else t
+
+
+def _weighted_mean(loss: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean over samples, each weighted by its (expected) class weight when weights are set."""
+    if weight is None:
+        return loss.mean()
+    w = t @ weight
+    return (loss * w).sum() / w.sum()

@@ -35,6 +35,30 @@ def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return precision, recall, f1
 
 
+def f_beta(precision: np.ndarray, recall: np.ndarray, beta: float) -> np.ndarray:
+    """F-beta: beta < 1 weighs precision more (few false alarms), beta > 1 recall (few misses)."""
+    b2 = beta * beta
+    denom = b2 * precision + recall
+    return np.divide((1 + b2) * precision * recall, denom, out=np.zeros_like(precision),
+                     where=denom > 0)
+
+
+def one_vs_rest_auc(probs: np.ndarray, targets: np.ndarray, n: int) -> tuple[list, list]:
+    """Per-class ROC AUC and average precision (area under the PR curve), one class against
+    the rest; None where a class has no positive or no negative sample."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    auc, aupr = [], []
+    for c in range(n):
+        y = targets == c
+        if y.all() or not y.any():
+            auc.append(None)
+            aupr.append(None)
+            continue
+        auc.append(float(roc_auc_score(y, probs[:, c])))
+        aupr.append(float(average_precision_score(y, probs[:, c])))
+    return auc, aupr
+
+
 @EVALUATORS.register("ClassificationEvaluator")
 class ClassificationEvaluator:
     """top1, top5, precision/recall/F1 per class and macro-averaged, Cohen's kappa.
@@ -87,6 +111,8 @@ class ClassificationEvaluator:
         k = min(self.topk, n)
         topk = np.argsort(-probs, axis=1)[:, :k]
         precision, recall, f1 = per_class_prf(cm)
+        f05, f2 = f_beta(precision, recall, 0.5), f_beta(precision, recall, 2.0)
+        auc, aupr = one_vs_rest_auc(probs, targets, n)
         present = (cm.sum(0) + cm.sum(1)) > 0
         return {
             "top1": float((preds == targets).mean()),
@@ -96,7 +122,8 @@ class ClassificationEvaluator:
             "f1_macro": float(f1[present].mean()),
             "kappa": cohen_kappa(cm),
             "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                                 "f1": float(f1[i]), "support": int(cm[i].sum())}
+                                 "f0.5": float(f05[i]), "f1": float(f1[i]), "f2": float(f2[i]),
+                                 "auc": auc[i], "aupr": aupr[i], "support": int(cm[i].sum())}
                           for i, name in enumerate(self.class_names)},
         }
 
