@@ -107,7 +107,9 @@ def resize_dynamic_buffers(model: torch.nn.Module, sd: dict[str, torch.Tensor]) 
 def load_for_finetune(model: torch.nn.Module, path: str) -> dict[str, list[str]]:
     """Load what fits, report what does not (e.g. a new classifier head)."""
     ckpt = load(path)
-    sd = strip_prefix(state_dict_of(ckpt, prefer_ema=True))
+    # the weights that scored best (recorded by training), else EMA when present
+    which = (ckpt.get("best") or {}).get("weights") or ("ema" if ckpt.get("ema") else "model")
+    sd = strip_prefix(state_dict_of(ckpt, prefer_ema=which == "ema"))
     own = model.state_dict()
     loaded, skipped_shape, unexpected = {}, [], []
     for k, v in sd.items():
@@ -123,7 +125,7 @@ def load_for_finetune(model: torch.nn.Module, path: str) -> dict[str, list[str]]
                               f"architecture?")
     model.load_state_dict(loaded, strict=False)
     missing = [k for k in own if k not in loaded]
-    logger.info(f"init_from {path}: loaded {len(loaded)}/{len(own)} tensors")
+    logger.info(f"init_from {path}: loaded {len(loaded)}/{len(own)} tensors ({which} weights)")
     for k in skipped_shape:
         logger.warning(f"init_from: skipped (shape differs) {k}")
     if unexpected:

@@ -202,8 +202,14 @@ def run_export(trainer) -> dict[str, Any]:
     cfg = trainer.cfg
     trainer.device = torch.device("cpu")  # export and the parity check run on CPU
     model, ckpt = load_model(trainer, cfg, "export")
+    # the reference is the model as trained: fusion and export are both checked against it
+    reference_wrapper, output_names = trainer.export_module(model)
+    reference_wrapper.eval()
     model = trainer.prepare_export(model)
-    wrapper, output_names = trainer.export_module(model)
+    if cfg.export.fuse_bn:
+        from aicore.engine.fuse import fuse_conv_bn
+        model = fuse_conv_bn(model)
+    wrapper, _ = trainer.export_module(model)
     wrapper.eval()
     dataset = trainer.build_dataset(cfg.eval.split if cfg.eval.split != "train" else "val",
                                     train=False)
@@ -223,8 +229,12 @@ def run_export(trainer) -> dict[str, Any]:
         raise ExportError(f"export.formats: unknown {sorted(unknown)}; use \"onnx\" and/or "
                           f"\"torchscript\"")
     with torch.no_grad():
-        reference = [t.numpy() for t in _as_tuple(wrapper(batch))]
+        reference = [t.numpy() for t in _as_tuple(reference_wrapper(batch))]
+        prepared = [t.numpy() for t in _as_tuple(wrapper(batch))]
     report: dict[str, Any] = {"images": n, "tolerance": float(cfg.export.tolerance)}
+    if wrapper is not reference_wrapper:
+        report["prepared_pytorch_max_abs_diff"] = {
+            name: _max_abs_diff(g, r) for name, g, r in zip(output_names, prepared, reference)}
     if "onnx" in formats:
         axes = {"images": {0: "batch"}, **{o: {0: "batch"} for o in output_names}}
         torch.onnx.export(wrapper, (batch[:1],), str(onnx_path), dynamo=False,
@@ -232,7 +242,7 @@ def run_export(trainer) -> dict[str, Any]:
                           dynamic_axes=axes, opset_version=int(cfg.export.opset))
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {"images": batch.numpy()})
-        diffs = {name: float(np.abs(g - r).max()) for name, g, r in zip(output_names, got, reference)}
+        diffs = {name: _max_abs_diff(g, r) for name, g, r in zip(output_names, got, reference)}
         report["onnxruntime_max_abs_diff"] = diffs
         logger.info(f"ONNX Runtime vs PyTorch on {n} validation images: max abs diff "
                     + ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
@@ -244,7 +254,7 @@ def run_export(trainer) -> dict[str, Any]:
         with torch.no_grad():
             got = [t.numpy() for t in _as_tuple(loaded(batch))]
         report["torchscript_max_abs_diff"] = {
-            name: float(np.abs(g - r).max()) for name, g, r in zip(output_names, got, reference)}
+            name: _max_abs_diff(g, r) for name, g, r in zip(output_names, got, reference)}
     manifest = {
         "task": trainer.task,
         "model": cfg.model.toDict(),
@@ -264,7 +274,15 @@ def run_export(trainer) -> dict[str, Any]:
         **trainer.manifest_extra(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    worst = max([v for key in ("onnxruntime_max_abs_diff", "torchscript_max_abs_diff")
+    if cfg.export.benchmark:
+        from aicore.engine.benchmark import benchmark_formats
+        report["benchmark"] = benchmark_formats(wrapper, batch, onnx_path if "onnx" in formats
+                                                else None, ts_path if "torchscript" in formats
+                                                else None, int(cfg.export.benchmark_iters))
+        manifest["parity"] = report
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    worst = max([v for key in ("onnxruntime_max_abs_diff", "torchscript_max_abs_diff",
+                               "prepared_pytorch_max_abs_diff")
                  for v in report.get(key, {}).values()] or [0.0])
     if worst > float(cfg.export.tolerance):
         failed = final.with_name(final.name + ".failed")
@@ -280,6 +298,14 @@ def run_export(trainer) -> dict[str, Any]:
     out.rmdir()
     logger.info(f"exported to {final} (max abs diff {worst:.2e} <= {cfg.export.tolerance})")
     return manifest
+
+
+def _max_abs_diff(got: np.ndarray, ref: np.ndarray) -> float:
+    """Largest elementwise difference; inf when the shapes differ (outputs whose size depends
+    on the data, e.g. detections after NMS, can disagree in count), 0 when both are empty."""
+    if got.shape != ref.shape:
+        return float("inf")
+    return float(np.abs(got - ref).max()) if got.size else 0.0
 
 
 def _as_tuple(x) -> tuple:
