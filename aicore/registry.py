@@ -102,7 +102,9 @@ class Registry:
 def _albumentations(name: str):
     import albumentations as A
     obj = getattr(A, name, None)
-    return obj if inspect.isclass(obj) and issubclass(obj, A.BasicTransform) else None
+    # single transforms and the containers that nest them (OneOf, SomeOf, Sequential...)
+    ok = inspect.isclass(obj) and issubclass(obj, (A.BasicTransform, A.BaseCompose))
+    return obj if ok else None
 
 
 def _albumentations_names() -> list[str]:

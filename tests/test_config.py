@@ -116,3 +116,23 @@ def test_every_shipped_config_validates():
     assert configs
     for path in configs:
         assert run_cli("-c", str(path), "--check", cwd=ROOT) == 0, path
+
+
+def test_nested_albumentations_containers(tmp_path):
+    cfg = _cfg(tmp_path, data={"root": "x", "dataset": {"type": "ClassificationDataset"},
+                               "train": {"transforms": [{"type": "OneOf", "p": 1.0, "transforms": [
+                                   {"type": "HorizontalFlip", "p": 1.0},
+                                   {"type": "VerticalFlip", "p": 1.0}]}]}})
+    C.validate(cfg)
+    from aicore.data.transforms import build_pipeline
+    import numpy as np
+    pipe = build_pipeline([t.toDict() for t in cfg.data.train.transforms], "data.train.transforms")
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
+    out = pipe(image=img)["image"]
+    assert not np.array_equal(out, img)  # exactly one of the two flips fired
+    bad = _cfg(tmp_path, data={"root": "x", "dataset": {"type": "ClassificationDataset"},
+                               "train": {"transforms": [{"type": "OneOf", "transforms": [
+                                   {"type": "HorizontalFlipp"}]}]}})
+    with pytest.raises(ConfigError) as e:
+        C.validate(bad)
+    assert "data.train.transforms.0.transforms.0" in str(e.value)

@@ -38,9 +38,40 @@ def build_transform(node: dict, path: str) -> A.BasicTransform:
     return build(node, TRANSFORMS, path)
 
 
+def _spread_seeds(transforms: Sequence[Any], seed: int) -> None:
+    """Give transform i of ``transforms`` (and, recursively, of nested OneOf/SomeOf/...) its
+    own seed derived from (seed, i)."""
+    for i, t in enumerate(transforms):
+        if not hasattr(t, "set_random_seed"):
+            continue
+        child = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        t.set_random_seed(child)
+        if isinstance(t, A.BaseCompose):
+            _spread_seeds(t.transforms, child)
+
+
+class SeededCompose(A.Compose):
+    """An A.Compose whose ``set_random_seed`` gives every transform an independent stream.
+
+    albumentations 2.0's ``Compose.set_random_seed(seed)`` hands the same seed to every child,
+    so all children draw identical random numbers: HorizontalFlip(p=0.5) and VerticalFlip(p=0.5)
+    then fire together on every image (a 180-degree turn or nothing, never a single flip), and
+    CutOut's holes line up with the draws of the transform before it. The data loader reseeds
+    the pipeline every epoch and in every worker (aicore.data.loaders), so this matters for every
+    training run. Seeding stays a pure function of the seed: runs remain reproducible.
+    """
+
+    def set_random_seed(self, seed: int | None) -> None:
+        super().set_random_seed(seed)
+        if seed is not None:
+            _spread_seeds(self.transforms, seed)
+
+
 def build_pipeline(nodes: list[dict] | None, path: str, **compose_kwargs: Any) -> A.Compose:
+    """The albumentations pipeline of a config's ``transforms`` list (``path`` is its config
+    key, for error messages); every transform gets its own random stream (SeededCompose)."""
     transforms = [build_transform(n, f"{path}.{i}") for i, n in enumerate(nodes or [])]
-    return A.Compose(transforms, **compose_kwargs)
+    return SeededCompose(transforms, **compose_kwargs)
 
 
 class Normalize:
