@@ -1,6 +1,7 @@
 """Loguru set-up: rank 0 logs to the console and work_dir/train.log; other ranks only errors."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,9 @@ def setup_console() -> None:
     global _file_sink
     logger.remove()
     _file_sink = None
-    level = "INFO" if dist.rank() == 0 else "ERROR"
+    # called before the process group exists: torchrun's RANK tells which process this is
+    rank = dist.rank() if dist.is_dist() else int(os.environ.get("RANK", 0))
+    level = "INFO" if rank == 0 else "ERROR"
     logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None)
 
 

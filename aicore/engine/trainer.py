@@ -362,7 +362,11 @@ class BaseTrainer:
     def wrap_ddp(self) -> None:
         """(Re-)wrap the model in DDP; called again when the set of trainable parameters
         changes (DDP fixes its gradient buckets at construction)."""
-        if not (dist.is_dist() and self.needs_optimizer):  # DDP exists to all-reduce gradients
+        if not dist.is_dist():
+            return
+        if not self.needs_optimizer:  # no gradients, no DDP: copy rank 0's weights as DDP would
+            for tensor in self.bare_model.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
             return
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.model = DDP(self.bare_model, device_ids=ids)

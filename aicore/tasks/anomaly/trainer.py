@@ -1,0 +1,270 @@
+"""Anomaly detection on the shared trainer: a gradient-free fitting pass instead of SGD.
+
+The lifecycle is the usual one with one epoch: each iteration feeds a batch of good images to
+``model.accumulate``; at the epoch's end ``model.finish_fit`` turns what was collected into the
+fitted buffers, before the evaluation and checkpoint hooks run. Evaluation then finds the
+decision thresholds on the validation split and stores them in the model, so the checkpoint
+written right after is ready for demo and export. ``mode=eval`` recomputes them and writes
+``eval/threshold.json``, which demo and export prefer while it belongs to the same checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dotmap import DotMap
+from loguru import logger
+from torch import nn
+
+from aicore import config as C
+from aicore.data.loaders import build_loader
+from aicore.engine.runners import checkpoint_path, out_dir
+from aicore.engine.trainer import BaseTrainer
+from aicore.errors import CheckpointError, ConfigError, DataError
+from aicore.registry import DATASETS, TRAINERS
+from aicore.tasks.anomaly import categories
+from aicore.tasks.anomaly.datasets import CLASSES
+from aicore.tasks.anomaly.models import AnomalyModel
+
+
+def fingerprint(path: Path) -> str:
+    """Identifies one checkpoint file (size and modification time), so a threshold.json
+    computed for an earlier training run in the same folder is not used for a new one."""
+    st = path.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+@TRAINERS.register("AnomalyTrainer")
+class AnomalyTrainer(BaseTrainer):
+    task = "anomaly"
+    default_metric = "image_AUROC"
+    default_evaluator = "AnomalyEvaluator"
+    needs_optimizer = False
+
+    # -- several categories per config --------------------------------------------------------
+
+    @classmethod
+    def sub_runs(cls, cfg: DotMap) -> list[tuple[str, DotMap]]:
+        return categories.sub_runs(cfg)
+
+    @classmethod
+    def summarize_runs(cls, cfg: DotMap, results: dict[str, Any]) -> None:
+        categories.write_summary(cfg, results)
+
+    # -- building ------------------------------------------------------------------------------
+
+    def build_dataset(self, split: str, train: bool):
+        data = self.cfg.data
+        return C.build(self.data_cfg(split), DATASETS, f"data.{split}.dataset", self.cfg,
+                       root=data.root, split=split, in_channels=int(data.in_channels),
+                       transform=self.transform(split, train), input_size=list(data.input_size),
+                       mean=data.mean or None, std=data.std or None)
+
+    def build_loader(self, dataset, train: bool):
+        if not train:
+            return super().build_loader(dataset, train)
+        # The fit must see every good image exactly once: shard without the shuffling and the
+        # padding (repeated samples) of a training sampler; order does not change a fit.
+        data = self.cfg.data
+        return build_loader(dataset, int(data.batch_size), False, int(data.num_workers),
+                            int(self.cfg.seed), collate_fn=self.collate_fn())
+
+    def model_kwargs(self) -> dict[str, Any]:
+        # buffer shapes (PaDiM's per-position statistics) follow the input size
+        return {"in_chans": int(self.cfg.data.in_channels),
+                "input_size": [int(s) for s in self.cfg.data.input_size]}
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        if not isinstance(model, AnomalyModel):
+            raise ConfigError(f"model.type = {self.cfg.model.type!r} is not an anomaly model; "
+                              f"use PaDiM or PatchCore (or a subclass of AnomalyModel)")
+        return model
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def before_train(self) -> None:
+        t = self.cfg.train
+        if int(t.epochs) != 1:
+            raise ConfigError(f"train.epochs = {t.epochs}{C.where(self.cfg, 'train.epochs')}: "
+                              f"anomaly models are fitted in one pass over train/good; set it "
+                              f"to 1")
+        if t.ema:
+            raise ConfigError("train.ema: anomaly models are fitted, not trained by gradient "
+                              "steps, so there is nothing to average; remove train.ema")
+        if t.resume:
+            raise ConfigError("train.resume: an anomaly fit is one pass with nothing to "
+                              "continue; to fit again into the same work_dir use "
+                              "-o train.overwrite=true")
+        super().before_train()
+
+    def before_epoch(self) -> None:
+        super().before_epoch()
+        self.fit_t0 = time.perf_counter()
+        self.bare_model.start_fit()
+
+    def train_one_iter(self, batch: Any) -> None:
+        images = batch[0].to(self.device, non_blocking=True)
+        with torch.no_grad(), self.autocast():
+            self.bare_model.accumulate(images)
+        self.stepped = False
+        self.last_losses = {}
+        self.epoch_count += 1
+
+    def after_epoch(self) -> None:
+        # The fit must be complete before the evaluation (40) and checkpoint (50) hooks run.
+        t0 = time.perf_counter()
+        self.bare_model.finish_fit()
+        logger.info(f"fitted {type(self.bare_model).__name__} on {len(self.train_set)} good "
+                    f"images: features {t0 - self.fit_t0:.1f}s, fit "
+                    f"{time.perf_counter() - t0:.1f}s")
+        super().after_epoch()
+
+    def train(self) -> dict[str, Any]:
+        """Fit, evaluate, save; returns the validation metrics of the fitted model."""
+        super().train()
+        return dict(self.last_metrics.get("model", {}))
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_batch(self, model: nn.Module, batch: Any):
+        images, masks, labels, indices = batch
+        maps, scores = model(images.to(self.device, non_blocking=True))
+        return (maps.float(), scores.float()), (masks, labels, indices)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, evaluator) -> dict[str, Any]:
+        if not model.is_fitted:
+            raise CheckpointError("the anomaly model has not been fitted (no training images "
+                                  "in its statistics); train it first")
+        metrics = super().evaluate(model, loader, evaluator)
+        if getattr(evaluator, "calibration", None):
+            # thresholds travel with the model: the checkpoint saved next is deployable
+            model.calibrate(**evaluator.calibration)
+        return metrics
+
+    def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
+        from aicore.tasks.anomaly.metrics import pro_curve
+        from aicore.tasks.anomaly.visualize import plot_pro, plot_roc, plot_score_histogram
+        labels, scores = evaluator.labels, evaluator.scores
+        thr = metrics.get("threshold", float("nan"))
+        plot_roc(labels, scores, evaluator.masks, evaluator.maps, out / "roc_curve.png")
+        plot_score_histogram(labels, scores, thr, out / "score_histogram.png")
+        if "PRO" in metrics:
+            fpr, pro = pro_curve(evaluator.maps, evaluator.masks)
+            plot_pro(fpr, pro, evaluator.pro_fpr_limit, metrics["PRO"], out / "pro_curve.png")
+        ckpt = checkpoint_path(self.cfg, "eval")
+        threshold = {**evaluator.calibration, "split": self.cfg.eval.split,
+                     "category": dataset.category, "checkpoint": str(ckpt),
+                     "checkpoint_fingerprint": fingerprint(ckpt),
+                     "rule": "NG (defect) when score >= image_threshold; defect pixels where "
+                             "anomaly_map >= pixel_threshold. Edit the thresholds here to move "
+                             "the operating point of demo and export."}
+        (out / "threshold.json").write_text(json.dumps(threshold, indent=2), encoding="utf-8")
+        order = np.argsort(evaluator.indices)
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "defect_type", "label", "score", "verdict", "correct"])
+            for j in order:
+                i = int(evaluator.indices[j])
+                ng = bool(scores[j] >= thr)
+                w.writerow([dataset.samples[i][0], dataset.samples[i][2], CLASSES[labels[j]],
+                            f"{scores[j]:.6f}", "NG" if ng else "OK", int(ng == bool(labels[j]))])
+        self.write_per_defect(evaluator, dataset, thr, out / "per_defect.csv")
+
+    def write_per_defect(self, evaluator, dataset, thr: float, path: Path) -> None:
+        """Per defect type: image AUROC against the good images, and the share judged right
+        at the threshold (good: OK, defects: NG); shows which kind of defect the model misses."""
+        from sklearn.metrics import roc_auc_score
+        types = np.array([dataset.samples[int(i)][2] for i in evaluator.indices])
+        good = evaluator.scores[types == "good"]
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["defect_type", "images", "image_AUROC", "correct_at_threshold"])
+            if len(good):
+                w.writerow(["good", len(good), "", f"{float((good < thr).mean()):.4f}"])
+            for t in dataset.defect_types:
+                s = evaluator.scores[types == t]
+                if not len(s):
+                    continue
+                auroc = roc_auc_score(np.r_[np.zeros(len(good)), np.ones(len(s))],
+                                      np.r_[good, s]) if len(good) else float("nan")
+                w.writerow([t, len(s), f"{auroc:.4f}", f"{float((s >= thr).mean()):.4f}"])
+
+    # -- deployment: demo and export -----------------------------------------------------------
+
+    def deploy_calibration(self, model: AnomalyModel, section: str) -> dict[str, float]:
+        """Thresholds for demo/export: eval/threshold.json when it belongs to this checkpoint
+        (eval recomputed them, or a user edited them), else those the checkpoint holds."""
+        ckpt = checkpoint_path(self.cfg, section)
+        cal, source = model.calibration(), f"{ckpt} (found when it was trained)"
+        path = out_dir(self.cfg, "eval") / "threshold.json"
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+                if saved.get("checkpoint_fingerprint") == fingerprint(ckpt):
+                    cal = {k: float(saved[k]) for k in cal}
+                    source = str(path)
+                else:
+                    logger.warning(f"{path} was computed for another checkpoint than {ckpt}; "
+                                   f"using the thresholds stored in the checkpoint")
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise DataError(f"{path}: cannot read the thresholds ({type(e).__name__}: {e}); "
+                                f"fix the JSON or delete the file and run -o mode=eval") from None
+        if not math.isfinite(cal["image_threshold"]):
+            raise CheckpointError(f"{ckpt} has no decision threshold; run -o mode=eval to "
+                                  f"compute one (eval/threshold.json)")
+        logger.info(f"decision threshold {cal['image_threshold']:.5g} (pixel "
+                    f"{cal['pixel_threshold']:.5g}) from {source}")
+        self.calibration_source = source
+        return cal
+
+    def predict_images(self, model: nn.Module, batch: torch.Tensor) -> list[dict[str, Any]]:
+        if getattr(self, "demo_calibration", None) is None:
+            self.demo_calibration = self.deploy_calibration(model, "demo")
+        cal = self.demo_calibration
+        maps, scores = model(batch.to(self.device))
+        out = []
+        for amap, score in zip(maps[:, 0].float().cpu().numpy(), scores.float().cpu().tolist()):
+            thr_px = cal["pixel_threshold"]
+            area = float((amap >= thr_px).mean()) if math.isfinite(thr_px) else float("nan")
+            out.append({"map": amap, "score": score, "ng": score >= cal["image_threshold"],
+                        "defect_area": area, **cal})
+        return out
+
+    def draw(self, rgb: np.ndarray, pred: dict[str, Any]) -> np.ndarray:
+        from aicore.tasks.anomaly.visualize import overlay
+        return overlay(rgb, pred["map"], pred["score"], pred["image_threshold"],
+                       pred["pixel_threshold"], pred["map_min"], pred["map_max"])
+
+    def demo_row(self, pred: dict[str, Any]) -> dict[str, Any]:
+        return {"verdict": "NG" if pred["ng"] else "OK", "score": f"{pred['score']:.6f}",
+                "threshold": f"{pred['image_threshold']:.6f}",
+                "defect_area": f"{pred['defect_area']:.6f}"}
+
+    def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
+        self.export_calibration = self.deploy_calibration(model, "export")
+        return model, ["anomaly_map", "score"]
+
+    def manifest_extra(self) -> dict[str, Any]:
+        cal = self.export_calibration
+        return {
+            "category": self.cfg.data.dataset.toDict().get("category") or
+            Path(str(self.cfg.data.root)).name,
+            "outputs_meaning": {
+                "anomaly_map": "(batch, 1, H, W) anomaly score per pixel at the input size",
+                "score": "(batch,) image anomaly score; higher = more anomalous"},
+            "thresholds": {"image": cal["image_threshold"], "pixel": cal["pixel_threshold"],
+                           "rule": "NG when score >= image; defect pixels where anomaly_map >= "
+                                   "pixel", "source": self.calibration_source},
+            "anomaly_map_range": {"min": cal["map_min"], "max": cal["map_max"],
+                                  "display": "heat = clip((anomaly_map - min) / (max - min), "
+                                             "0, 1)"},
+        }
