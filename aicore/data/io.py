@@ -78,3 +78,23 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
             if line and not line.startswith("#"):
                 out.append((n, line))
     return out
+
+
+def read_labels_file(path: Path, separator: str | None) -> list[str]:
+    """labels.txt: one class name per line, optionally ``name<sep>index`` (indices 0..N-1)."""
+    names: dict[int, str] = {}
+    for n, line in read_lines(path):
+        parts = line.split(separator) if separator else line.split()
+        if len(parts) >= 2 and parts[-1].strip().lstrip("-").isdigit():
+            name, idx = (separator or " ").join(parts[:-1]).strip(), int(parts[-1])
+        else:
+            name, idx = line, len(names)
+        if idx in names:
+            raise DataError(f"{path}:{n}: class index {idx} is used twice")
+        names[idx] = name
+    if not names:
+        raise DataError(f"{path} lists no classes; write one class name per line")
+    if sorted(names) != list(range(len(names))):
+        raise DataError(f"{path}: class indices must be 0..{len(names) - 1} without gaps, "
+                        f"got {sorted(names)}")
+    return [names[i] for i in range(len(names))]

@@ -26,7 +26,7 @@ from aicore.engine import dist
 from aicore.errors import ConfigError
 from aicore.registry import MODELS
 from aicore.tasks.anomaly.coreset import k_center_greedy
-from aicore.tasks.classification.models import create_timm
+from aicore.backbones import create_timm
 
 
 def full_precision(device: torch.device):

@@ -11,27 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
-    n = len(names)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = min(20, 2 + 0.5 * n)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
-    ax.set_title("confusion matrix (counts; colour = row-normalised)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+from aicore.engine.plots import plot_confusion_matrix  # noqa: E402,F401  (re-export)
 
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:

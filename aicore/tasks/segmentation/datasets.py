@@ -138,7 +138,7 @@ class SegmentationDataset(Dataset):
     # -- layout -------------------------------------------------------------------------------
 
     def _read_labels(self) -> list[str]:
-        from aicore.tasks.classification.datasets import read_labels_file  # same labels.txt rules
+        from aicore.data.io import read_labels_file  # same labels.txt rules
         labels = self.root / "labels.txt"
         if not labels.is_file():
             raise DataError(f"{labels} not found: write one class name per line (line 1 = class "

@@ -131,7 +131,7 @@ class SegmentationTrainer(BaseTrainer):
     def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
         """per_class_iou.png, pixel confusion matrix (CSV + PNG) and per-image scores in
         predictions.csv (worst images first is one sort away in any spreadsheet)."""
-        from aicore.tasks.classification.visualize import plot_confusion_matrix
+        from aicore.engine.plots import plot_confusion_matrix
         from aicore.tasks.segmentation.visualize import plot_per_class
         names = list(self.classes)
         plot_per_class(metrics["per_class"], out / "per_class_iou.png")
