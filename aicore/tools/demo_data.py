@@ -14,6 +14,9 @@ from pathlib import Path
 # task -> module with `make(out: Path, **options) -> Path`
 GENERATORS = {
     "classification": "aicore.tasks.classification.synthetic",
+    "segmentation": "aicore.tasks.segmentation.synthetic",
+    "detection": "aicore.tasks.detection.synthetic",
+    "anomaly": "aicore.tasks.anomaly.synthetic",
 }
 
 
@@ -22,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out", help="output folder; each task goes to OUT/<task>")
     p.add_argument("--task", default="all", choices=["all", *GENERATORS])
     p.add_argument("--layout", default=None,
-                   help="classification: folder (default) or list")
+                   help="classification: folder (default) or list; detection: yolo (default) "
+                        "or coco (YOLO files plus COCO JSON)")
     p.add_argument("--channels", type=int, default=3, choices=[1, 3])
     p.add_argument("--size", type=int, default=None, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,116 @@
+"""Box geometry shared by training, evaluation, demo and export.
+
+One resize rule everywhere: **letterbox**. An image of size (h, w) is scaled by
+``r = min(H / h, W / w)`` (aspect ratio kept) to fit the model input (H, W) and padded at the
+bottom and right with grey. Because the padding sits after the image, a box predicted in input
+pixels maps back to the original image by dividing by ``r`` alone, with no offset; the export
+manifest documents the same rule so deployed code can reproduce it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+#: grey used to pad letterboxed images (and empty mosaic areas), as YOLOX does
+PAD_VALUE = 114
+
+
+def letterbox_scale(hw: Sequence[int], input_size: Sequence[int]) -> float:
+    """The factor that fits an (h, w) image inside input_size (H, W) without distortion."""
+    return min(input_size[0] / hw[0], input_size[1] / hw[1])
+
+
+def letterbox(img: np.ndarray, input_size: Sequence[int], scale: float | None = None
+              ) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio, then pad bottom/right to exactly input_size.
+
+    Works for uint8 and float32 ([0, 1], from 16-bit files) images with any channel count.
+    Returns the padded image and the scale applied, so callers can move boxes with it.
+    """
+    h, w = img.shape[:2]
+    H, W = int(input_size[0]), int(input_size[1])
+    r = letterbox_scale((h, w), (H, W)) if scale is None else scale
+    nh, nw = min(H, max(1, round(h * r))), min(W, max(1, round(w * r)))
+    if (nh, nw) != (h, w):
+        # INTER_AREA when shrinking avoids aliasing; LINEAR when enlarging
+        interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(img, (nw, nh), interpolation=interp)
+    else:
+        resized = img
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    pad = PAD_VALUE if img.dtype == np.uint8 else PAD_VALUE / 255.0
+    out = np.full((H, W, resized.shape[2]), pad, dtype=img.dtype)
+    out[:nh, :nw] = resized
+    return out, r
+
+
+def boxes_to_original(boxes: torch.Tensor | np.ndarray, scale: float,
+                      orig_hw: Sequence[int]) -> torch.Tensor | np.ndarray:
+    """Input-pixel xyxy boxes of a letterboxed image -> pixels of the original image,
+    clipped to it (a box can reach into the padding)."""
+    h, w = orig_hw
+    if isinstance(boxes, torch.Tensor):
+        out = boxes / scale
+        out[:, 0::2] = out[:, 0::2].clamp(0, w)
+        out[:, 1::2] = out[:, 1::2].clamp(0, h)
+        return out
+    out = np.asarray(boxes, np.float32) / scale
+    out[:, 0::2] = out[:, 0::2].clip(0, w)
+    out[:, 1::2] = out[:, 1::2].clip(0, h)
+    return out
+
+
+def xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
+    return torch.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2,
+                        b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]], dim=-1)
+
+
+def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    half_w, half_h = b[..., 2] / 2, b[..., 3] / 2
+    return torch.stack([b[..., 0] - half_w, b[..., 1] - half_h,
+                        b[..., 0] + half_w, b[..., 1] + half_h], dim=-1)
+
+
+def postprocess(boxes: torch.Tensor, scores: torch.Tensor, score_thresh: float, nms_iou: float,
+                max_det: int) -> list[dict[str, torch.Tensor]]:
+    """Dense predictions -> final detections per image.
+
+    boxes: (B, N, 4) xyxy; scores: (B, N, C) per-class confidences in [0, 1].
+    Each candidate keeps its best class (one box per location, as YOLOX does), low scores are
+    dropped, then class-aware NMS (torchvision's batched_nms: boxes of different classes never
+    suppress each other) and the `max_det` highest scores are kept.
+    """
+    results = []
+    best, labels = scores.max(dim=-1)
+    for b in range(boxes.shape[0]):
+        keep = best[b] > score_thresh
+        bx, sc, lb = boxes[b][keep].float(), best[b][keep].float(), labels[b][keep]
+        order = batched_nms(bx, sc, lb, nms_iou)[:max_det]
+        results.append({"boxes": bx[order], "scores": sc[order], "labels": lb[order]})
+    return results
+
+
+def nms_in_graph(boxes: torch.Tensor, scores: torch.Tensor, score_thresh: float,
+                 nms_iou: float) -> torch.Tensor:
+    """Export-friendly post-processing for a whole batch in one NMS call.
+
+    Returns (K, 7) rows ``[batch_index, x1, y1, x2, y2, score, class]``. Images and classes are
+    kept apart by giving each (image, class) pair its own NMS group, so a single
+    ``NonMaxSuppression`` node serves any batch size. K depends on the data.
+    """
+    B, N, C = scores.shape
+    best, labels = scores.max(dim=-1)  # (B, N)
+    batch_idx = torch.arange(B, device=boxes.device)[:, None].expand(B, N)
+    flat_boxes, flat_scores = boxes.reshape(-1, 4), best.reshape(-1)
+    flat_labels, flat_batch = labels.reshape(-1), batch_idx.reshape(-1)
+    keep = flat_scores > score_thresh
+    fb, fs, fl, fi = flat_boxes[keep], flat_scores[keep], flat_labels[keep], flat_batch[keep]
+    groups = fi * C + fl
+    order = batched_nms(fb, fs, groups, nms_iou)
+    return torch.cat([fi[order, None].to(fb.dtype), fb[order], fs[order, None],
+                      fl[order, None].to(fb.dtype)], dim=1)
