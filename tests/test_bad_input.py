@@ -1,10 +1,7 @@
 """Every bad input a user can make: one clear message naming the file or key, exit status 2,
 and nothing already written (an earlier run's checkpoints, logs, metrics) touched."""
-import json
 import shutil
 
-import cv2
-import numpy as np
 import pytest
 
 from tests.conftest import cls_config, run_cli, snapshot, write_config

@@ -2,7 +2,6 @@
 and the eval / demo / export runners on a trained run."""
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -13,7 +12,7 @@ from sklearn import metrics as skm
 
 from aicore.tasks.classification.evaluator import ClassificationEvaluator
 from aicore.tasks.classification.synthetic import make
-from tests.conftest import ROOT, cls_config, run_cli, write_config
+from tests.conftest import ROOT, run_cli, write_config
 
 
 def test_evaluator_matches_scikit_learn():

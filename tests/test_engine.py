@@ -1,7 +1,6 @@
 """Trainer mechanics: exact resume, AMP, accumulation, clipping, NaN stop, fine-tuning,
 optimizer groups, schedules, losses."""
 import json
-import math
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 
 from aicore.errors import ConfigError
 from aicore.registry import LOSSES
-from tests.conftest import cls_config, run_cli, snapshot, write_config
+from tests.conftest import cls_config, run_cli, write_config
 
 
 def _train(tmp_path, cls_root, name, *overrides, **train):
@@ -105,8 +104,8 @@ def test_optimizer_groups_skip_decay_on_bias_and_norm():
     ("step", {"step_epochs": 1}), ("poly", {"warmup_epochs": 1}),
 ])
 def test_schedules_warm_up_per_iteration(name, kwargs):
+    import aicore.optim.schedulers  # noqa: F401  (registers the schedules)
     from aicore.registry import SCHEDULERS
-    import aicore.optim.schedulers  # noqa: F401
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
     sched = SCHEDULERS.get(name)(opt, epochs=4, iters_per_epoch=10, **kwargs)

@@ -51,14 +51,6 @@ def to_channels(img: np.ndarray, in_channels: int, path: str | os.PathLike = "")
     return np.ascontiguousarray(img)
 
 
-def read_rgb_for_display(path: str | os.PathLike) -> np.ndarray:
-    """uint8 HxWx3 RGB, for drawing results on."""
-    img = imread(path, 3)
-    if img.dtype != np.uint8:
-        img = (img * 255).clip(0, 255).astype(np.uint8)
-    return img
-
-
 def imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import torch
 from loguru import logger
 from torch import nn
 
-from aicore.data.io import IMAGE_EXTENSIONS, imwrite, is_image, read_rgb_for_display, to_channels
+from aicore.data.io import IMAGE_EXTENSIONS, imwrite, is_image, to_channels
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.errors import CheckpointError, DataError, ExportError

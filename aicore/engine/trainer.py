@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.logging import add_file_sink, remove_file_sink
 from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
-from aicore.registry import EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+from aicore.registry import DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -90,9 +89,21 @@ class BaseTrainer:
         """task: after all sub-runs of a mode, e.g. a table over them; `results` maps each
         run's name to what its mode returned."""
 
-    def build_dataset(self, split: str, train: bool) -> Dataset:
-        """task: the dataset of one split, with its transforms."""
-        raise NotImplementedError
+    def build_dataset(self, split: str, train: bool, **overrides: Any) -> Dataset:
+        """The dataset of one split: ``data.dataset`` merged with ``data.<split>.dataset``, plus
+        what the framework knows (root, split, channels, transforms, input size, normalisation).
+        A task overrides this only to change that recipe (``overrides`` replace any argument)."""
+        data = self.cfg.data
+        supplied = dict(root=data.root, split=split, in_channels=int(data.in_channels),
+                        transform=self.transform(split, train), input_size=list(data.input_size),
+                        mean=data.mean or None, std=data.std or None)
+        supplied.update(overrides)
+        return C.build(self.dataset_node(split, train), DATASETS, f"data.{split}.dataset",
+                       self.cfg, **supplied)
+
+    def dataset_node(self, split: str, train: bool) -> dict:
+        """task: the dataset's config node for a split (e.g. without training-only options)."""
+        return self.data_cfg(split)
 
     def collate_fn(self):
         """task: None for default stacking; detection returns its own."""

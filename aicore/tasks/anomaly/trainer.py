@@ -27,7 +27,7 @@ from aicore.data.loaders import build_loader
 from aicore.engine.runners import checkpoint_path, out_dir
 from aicore.engine.trainer import BaseTrainer
 from aicore.errors import CheckpointError, ConfigError, DataError
-from aicore.registry import DATASETS, TRAINERS
+from aicore.registry import TRAINERS
 from aicore.tasks.anomaly import categories
 from aicore.tasks.anomaly.datasets import CLASSES
 from aicore.tasks.anomaly.models import AnomalyModel
@@ -58,13 +58,6 @@ class AnomalyTrainer(BaseTrainer):
         categories.write_summary(cfg, results)
 
     # -- building ------------------------------------------------------------------------------
-
-    def build_dataset(self, split: str, train: bool):
-        data = self.cfg.data
-        return C.build(self.data_cfg(split), DATASETS, f"data.{split}.dataset", self.cfg,
-                       root=data.root, split=split, in_channels=int(data.in_channels),
-                       transform=self.transform(split, train), input_size=list(data.input_size),
-                       mean=data.mean or None, std=data.std or None)
 
     def build_loader(self, dataset, train: bool):
         if not train:

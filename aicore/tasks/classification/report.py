@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from loguru import logger
 
-from aicore.tasks.classification.visualize import plot_confusion_matrix, plot_tsne
+from aicore.engine.plots import plot_confusion_matrix
+from aicore.tasks.classification.visualize import plot_tsne
 
 PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probability", "correct"]
 

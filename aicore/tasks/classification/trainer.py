@@ -16,7 +16,7 @@ from aicore import config as C
 from aicore.engine import dist
 from aicore.engine.trainer import BaseTrainer
 from aicore.errors import ConfigError
-from aicore.registry import DATASETS, LOSSES, MODELS, TRAINERS
+from aicore.registry import LOSSES, MODELS, TRAINERS
 from aicore.tasks.classification import strategies as S
 
 
@@ -28,13 +28,6 @@ class ClassificationTrainer(BaseTrainer):
 
     mixup = distiller = None
     rdrop_alpha = 0.0
-
-    def build_dataset(self, split: str, train: bool):
-        data = self.cfg.data
-        return C.build(self.data_cfg(split), DATASETS, f"data.{split}.dataset", self.cfg,
-                       root=data.root, split=split, in_channels=int(data.in_channels),
-                       transform=self.transform(split, train), input_size=list(data.input_size),
-                       mean=data.mean or None, std=data.std or None)
 
     # -- training strategies ------------------------------------------------------------------
 

@@ -11,8 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aicore.engine.plots import plot_confusion_matrix  # noqa: E402,F401  (re-export)
-
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
     out = rgb.copy()

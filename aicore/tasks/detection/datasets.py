@@ -39,7 +39,7 @@ from aicore.data.io import IMAGE_EXTENSIONS, imread, is_image, read_lines
 from aicore.data.transforms import Normalize, default_mean_std
 from aicore.errors import ConfigError, DataError
 from aicore.registry import DATASETS
-from aicore.tasks.classification.datasets import read_labels_file
+from aicore.data.io import read_labels_file
 from aicore.tasks.detection.boxes import PAD_VALUE, letterbox, letterbox_scale
 
 #: albumentations bbox settings used by every detection pipeline: boxes in pixel xyxy, clipped

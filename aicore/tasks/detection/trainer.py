@@ -20,12 +20,11 @@ from dotmap import DotMap
 from loguru import logger
 from torch import nn
 
-from aicore import config as C
 from aicore.data.transforms import Normalize, build_pipeline, default_mean_std
 from aicore.engine import dist
 from aicore.engine.trainer import BaseTrainer
 from aicore.errors import ConfigError, ExportError
-from aicore.registry import DATASETS, TRAINERS
+from aicore.registry import TRAINERS
 from aicore.tasks.detection.boxes import PAD_VALUE, boxes_to_original, letterbox, nms_in_graph
 from aicore.tasks.detection.datasets import BBOX_PARAMS, detection_collate
 
@@ -64,15 +63,11 @@ class DetectionTrainer(BaseTrainer):
         return build_pipeline([n.toDict() if hasattr(n, "toDict") else n for n in nodes],
                               f"data.{split}.transforms", bbox_params=A.BboxParams(**BBOX_PARAMS))
 
-    def build_dataset(self, split: str, train: bool):
-        data = self.cfg.data
+    def dataset_node(self, split: str, train: bool) -> dict:
         node = self.data_cfg(split)
         if not train:  # mosaic/mixup belong to training; evaluation sees plain images
             node = {k: v for k, v in node.items() if k not in ("mosaic", "mixup")}
-        return C.build(node, DATASETS, f"data.{split}.dataset", self.cfg,
-                       root=data.root, split=split, in_channels=int(data.in_channels),
-                       transform=self.transform(split, train), input_size=list(data.input_size),
-                       mean=data.mean or None, std=data.std or None)
+        return node
 
     def collate_fn(self):
         return detection_collate

@@ -171,7 +171,7 @@ class TimmFeatures(nn.Module):
     def __init__(self, name: str, in_chans: int = 3, pretrained: bool | str = False,
                  out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        from aicore.tasks.classification.models import create_timm
+        from aicore.backbones import create_timm
         kwargs: dict[str, Any] = {"features_only": True}
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)

@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from dotmap import DotMap
 from torch import nn
 
-from aicore import config as C
 from aicore.engine.trainer import BaseTrainer
 from aicore.errors import ConfigError
-from aicore.registry import DATASETS, TRAINERS
+from aicore.registry import TRAINERS
 from aicore.tasks.segmentation.datasets import IGNORE_INDEX, pad_collate
 from aicore.tasks.segmentation.inference import (SlidingWindow, parse_sliding_window,
                                                  sliding_window_logits)
@@ -41,17 +40,13 @@ class SegmentationTrainer(BaseTrainer):
 
     # -- building ------------------------------------------------------------------------------
 
-    def build_dataset(self, split: str, train: bool):
+    def build_dataset(self, split: str, train: bool, **overrides: Any):
         """Training samples are resized to data.input_size after the transforms (when these did
         not crop to it); evaluation samples too, unless eval.sliding_window is on, in which case
         they stay at full resolution and metrics are computed on the original masks."""
-        data = self.cfg.data
-        full_res = not train and self.eval_window is not None
-        return C.build(self.data_cfg(split), DATASETS, f"data.{split}.dataset", self.cfg,
-                       root=data.root, split=split, in_channels=int(data.in_channels),
-                       transform=self.transform(split, train),
-                       input_size=None if full_res else list(data.input_size),
-                       mean=data.mean or None, std=data.std or None)
+        if not train and self.eval_window is not None:
+            overrides.setdefault("input_size", None)
+        return super().build_dataset(split, train, **overrides)
 
     def collate_fn(self):
         return pad_collate  # full-resolution images of different sizes share a batch
