@@ -90,3 +90,16 @@ def read_labels_file(path: Path, separator: str | None) -> list[str]:
         raise DataError(f"{path}: class indices must be 0..{len(names) - 1} without gaps, "
                         f"got {sorted(names)}")
     return [names[i] for i in range(len(names))]
+
+
+def dataset_root(root: str | os.PathLike | None, task: str) -> Path:
+    """`data.root` as an existing folder, or a DataError saying how to get one."""
+    demo = f"`python -m aicore.tools.demo_data data/demo --task {task}`"
+    if root is None:
+        raise DataError(f"data.root is not set: point it at the dataset folder, e.g. "
+                        f"-o data.root=data/demo/{task} (create it with {demo})")
+    path = Path(root)
+    if not path.is_dir():
+        raise DataError(f"data.root = {root}: folder not found. Create the demo data with "
+                        f"{demo} or fix the path")
+    return path

@@ -58,3 +58,15 @@ def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> N
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_confusion_matrix(cm: np.ndarray, names: Sequence[str], out: Path,
+                          unit: str = "samples") -> None:
+    """`confusion_matrix.csv` (rows true, columns predicted) and `confusion_matrix.png`."""
+    import csv
+    with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow([f"true\\pred ({unit})"] + list(names))
+        for name, row in zip(names, cm):
+            w.writerow([name] + [int(v) for v in row])
+    plot_confusion_matrix(cm, names, out / "confusion_matrix.png")

@@ -26,9 +26,10 @@ from dotmap import DotMap
 from loguru import logger
 
 from aicore import config as C
+from aicore.data.io import dataset_root
 from aicore.engine import dist
 from aicore.errors import CheckpointError, ConfigError
-from aicore.tasks.anomaly.datasets import check_mask_sizes, check_root, is_category, \
+from aicore.tasks.anomaly.datasets import check_mask_sizes, is_category, \
     list_categories, scan
 
 SUMMARY_METRICS = ("image_AUROC", "pixel_AUROC", "PRO", "F1_max", "threshold")
@@ -41,7 +42,7 @@ def selected_categories(cfg: DotMap) -> list[str] | None:
     choice = cfg.data.dataset.toDict().get("category") if cfg.data.dataset else None
     if isinstance(choice, str) and choice != "all":
         return None
-    root = check_root(cfg.data.root)
+    root = dataset_root(cfg.data.root, "anomaly")
     if choice in (None, "all") and is_category(root):  # data.root is one category's folder
         return None
     found = list_categories(root)

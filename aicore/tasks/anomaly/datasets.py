@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from aicore.data.io import IMAGE_EXTENSIONS, imread, is_image
+from aicore.data.io import IMAGE_EXTENSIONS, dataset_root, imread, is_image
 from aicore.data.transforms import Normalize, default_mean_std
 from aicore.errors import ConfigError, DataError
 from aicore.registry import DATASETS
@@ -45,22 +45,10 @@ def list_categories(root: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir() and is_category(d))
 
 
-def check_root(root: str | None) -> Path:
-    if root is None:
-        raise DataError("data.root is not set: point it at an MVTec-style folder, e.g. "
-                        "-o data.root=data/demo/anomaly (create it with `python -m "
-                        "aicore.tools.demo_data data/demo --task anomaly`)")
-    path = Path(root)
-    if not path.is_dir():
-        raise DataError(f"data.root = {root}: folder not found. Create the demo data with "
-                        f"`python -m aicore.tools.demo_data data/demo --task anomaly` or fix "
-                        f"the path")
-    return path
-
 
 def category_dir(root: str | None, category: str | None) -> Path:
     """The folder of one category: root itself (category null) or root/<category>."""
-    path = check_root(root)
+    path = dataset_root(root, "anomaly")
     if category is None:
         if not is_category(path):
             found = list_categories(path)

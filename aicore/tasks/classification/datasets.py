@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from aicore.data.io import IMAGE_EXTENSIONS, imread, is_image, read_labels_file, read_lines
+from aicore.data.io import (IMAGE_EXTENSIONS, dataset_root, imread, is_image, read_labels_file,
+                            read_lines)
 from aicore.data.transforms import Normalize
 from aicore.errors import DataError
 from aicore.registry import DATASETS
@@ -34,13 +35,7 @@ class ClassificationDataset(Dataset):
                  input_size: Sequence[int] | None = None, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, cache: bool = False, verify: bool = True,
                  separator: str | None = None, classes: Sequence[str] | None = None) -> None:
-        if root is None:
-            raise DataError("data.root is not set: point it at the dataset folder, e.g. "
-                            "-o data.root=data/demo/classification")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"data.root = {root}: folder not found. Create the demo data with "
-                            f"`python -m aicore.tools.demo_data data/demo` or fix the path")
+        self.root = dataset_root(root, "classification")
         self.split, self.in_channels = split, in_channels
         self.transform = transform
         self.input_size = tuple(input_size) if input_size else None

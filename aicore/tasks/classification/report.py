@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from loguru import logger
 
-from aicore.engine.plots import plot_confusion_matrix
+from aicore.engine.plots import save_confusion_matrix
 from aicore.tasks.classification.visualize import plot_tsne
 
 PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probability", "correct"]
@@ -17,13 +17,7 @@ PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probabil
 
 def write_all(trainer, evaluator, dataset, metrics: dict, out: Path) -> None:
     names = list(trainer.classes)
-    cm = evaluator.cm
-    with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["true\\pred"] + names)
-        for name, row in zip(names, cm):
-            w.writerow([name] + [int(v) for v in row])
-    plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
+    save_confusion_matrix(evaluator.cm, names, out)
     rows = prediction_rows(evaluator, dataset, names)
     _write_csv(out / "predictions.csv", rows)
     # the mistakes first and most confident first: those are the ones to look at

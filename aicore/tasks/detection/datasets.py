@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aicore.data.io import IMAGE_EXTENSIONS, imread, is_image, read_lines
+from aicore.data.io import IMAGE_EXTENSIONS, dataset_root, imread, is_image, read_lines
 from aicore.data.transforms import Normalize, default_mean_std
 from aicore.errors import ConfigError, DataError
 from aicore.registry import DATASETS
@@ -114,14 +114,7 @@ class DetectionDataset(Dataset):
                  mosaic: float = 0.0, mixup: float = 0.0,
                  mosaic_scale: Sequence[float] = (0.5, 1.5), min_box_size: float = 2.0,
                  classes: Sequence[str] | None = None) -> None:
-        if root is None:
-            raise DataError("data.root is not set: point it at the dataset folder, e.g. "
-                            "-o data.root=data/demo/detection")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"data.root = {root}: folder not found. Create the demo data with "
-                            f"`python -m aicore.tools.demo_data data/demo --task detection` or "
-                            f"fix the path")
+        self.root = dataset_root(root, "detection")
         if input_size is None:
             raise ConfigError("data.input_size must be set for detection ([H, W], multiples of 32)")
         for name, p in (("mosaic", mosaic), ("mixup", mixup)):

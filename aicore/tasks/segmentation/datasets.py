@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aicore.data.io import IMAGE_EXTENSIONS, imread, is_image, read_lines
+from aicore.data.io import IMAGE_EXTENSIONS, dataset_root, imread, is_image, read_lines
 from aicore.data.transforms import Normalize, default_mean_std
 from aicore.errors import DataError
 from aicore.registry import DATASETS
@@ -112,14 +112,7 @@ class SegmentationDataset(Dataset):
                  std: Sequence[float] | None = None, cache: bool = False, verify: bool = True,
                  classes: Sequence[str] | None = None, images_dir: str = "images",
                  masks_dir: str = "masks", mask_suffix: str = "") -> None:
-        if root is None:
-            raise DataError("data.root is not set: point it at the dataset folder, e.g. "
-                            "-o data.root=data/demo/segmentation")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"data.root = {root}: folder not found. Create the demo data with "
-                            f"`python -m aicore.tools.demo_data data/demo --task segmentation` "
-                            f"or fix the path")
+        self.root = dataset_root(root, "segmentation")
         self.split, self.in_channels = split, int(in_channels)
         self.transform = transform
         self.input_size = tuple(int(s) for s in input_size) if input_size else None

@@ -126,17 +126,11 @@ class SegmentationTrainer(BaseTrainer):
     def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
         """per_class_iou.png, pixel confusion matrix (CSV + PNG) and per-image scores in
         predictions.csv (worst images first is one sort away in any spreadsheet)."""
-        from aicore.engine.plots import plot_confusion_matrix
+        from aicore.engine.plots import save_confusion_matrix
         from aicore.tasks.segmentation.visualize import plot_per_class
         names = list(self.classes)
         plot_per_class(metrics["per_class"], out / "per_class_iou.png")
-        cm = evaluator.cm
-        with open(out / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["true\\pred (pixels)"] + names)
-            for name, row in zip(names, cm):
-                w.writerow([name] + [int(v) for v in row])
-        plot_confusion_matrix(cm, names, out / "confusion_matrix.png")
+        save_confusion_matrix(evaluator.cm, names, out, unit="pixels")
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["image", "mask", "pixels", "pixel_acc", "mIoU"] +
