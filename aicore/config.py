@@ -99,6 +99,8 @@ DEFAULTS: dict[str, Any] = {
     "export": {"checkpoint": None, "weights": "auto", "opset": 17, "formats": ["onnx", "torchscript"],
                "tolerance": 1e-4, "parity_images": 8, "out": None,
                "fuse_bn": True,  # fold BatchNorm into the preceding convolution
+               "half": False,  # FP16 model and input (built on the GPU when there is one)
+               "half_tolerance": 0.01,  # FP16 parity bound against the float32 model
                "benchmark": False,  # latency / FPS of PyTorch, TorchScript and ONNX Runtime
                "benchmark_iters": 50,
                "nms": False},  # detection: NMS inside the graph ((K, 7) rows, not dense boxes)

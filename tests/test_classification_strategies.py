@@ -177,3 +177,19 @@ def test_per_class_fbeta_auc_match_sklearn():
         assert m["per_class"][c]["auc"] == pytest.approx(skm.roc_auc_score(y == i, probs[:, i]))
         assert m["per_class"][c]["aupr"] == pytest.approx(
             skm.average_precision_score(y == i, probs[:, i]))
+
+
+def test_fp16_export(trained_run, tmp_path):
+    """export.half: FP16 ONNX and TorchScript, checked against the float32 model."""
+    import onnxruntime as ort
+    cfg, _ = trained_run
+    exp = tmp_path / "fp16"
+    assert run_cli("-c", str(cfg), "-o", "mode=export", "-o", "export.half=true",
+                   "-o", f"export.out={exp}") == 0
+    man = json.loads((exp / "manifest.json").read_text())
+    assert man["input"]["dtype"] == "float16" and man["parity"]["dtype"] == "float16"
+    assert 0 < max(man["parity"]["onnxruntime_max_abs_diff"].values()) <= 0.01
+    sess = ort.InferenceSession(str(exp / "model.onnx"))
+    assert sess.get_inputs()[0].type == "tensor(float16)"
+    out = sess.run(None, {"images": np.zeros((2, 3, 32, 32), np.float16)})
+    assert out[1].dtype == np.float16 and out[1].shape == (2, 4)

@@ -41,7 +41,7 @@ def benchmark_formats(model: torch.nn.Module, images: torch.Tensor, onnx_path: P
         runners["torchscript"] = lambda x: ts(x)
     if onnx_path is not None and onnx_path.is_file():
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        runners["onnxruntime"] = lambda x: sess.run(None, {"images": x.numpy()})
+        runners["onnxruntime"] = lambda x: sess.run(None, {"images": x.cpu().numpy()})
     results: dict[str, list[dict[str, float]]] = {}
     with torch.no_grad():
         for name, run in runners.items():

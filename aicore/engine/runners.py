@@ -230,29 +230,42 @@ def run_export(trainer) -> dict[str, Any]:
                           f"\"torchscript\"")
     with torch.no_grad():
         reference = [t.numpy() for t in _as_tuple(reference_wrapper(batch))]
-        prepared = [t.numpy() for t in _as_tuple(wrapper(batch))]
-    report: dict[str, Any] = {"images": n, "tolerance": float(cfg.export.tolerance)}
+    # FP16: weights, input and outputs in half precision, built on the GPU when there is one;
+    # still compared with the float32 model as trained, at export.half_tolerance
+    half = bool(cfg.export.half)
+    tolerance = float(cfg.export.half_tolerance if half else cfg.export.tolerance)
+    x = batch
+    if half:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        wrapper = wrapper.to(device).half()
+        x = batch.to(device).half()
+    with torch.no_grad():
+        prepared = [_np(t) for t in _as_tuple(wrapper(x))]
+    report: dict[str, Any] = {"images": n, "tolerance": tolerance,
+                              "dtype": "float16" if half else "float32"}
     if wrapper is not reference_wrapper:
         report["prepared_pytorch_max_abs_diff"] = {
             name: _max_abs_diff(g, r) for name, g, r in zip(output_names, prepared, reference)}
     if "onnx" in formats:
         axes = {"images": {0: "batch"}, **{o: {0: "batch"} for o in output_names}}
-        torch.onnx.export(wrapper, (batch[:1],), str(onnx_path), dynamo=False,
+        torch.onnx.export(wrapper, (x[:1],), str(onnx_path), dynamo=False,
                           input_names=["images"], output_names=output_names,
                           dynamic_axes=axes, opset_version=int(cfg.export.opset))
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"images": batch.numpy()})
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers() and (half or p.startswith("CPU"))]
+        sess = ort.InferenceSession(str(onnx_path), providers=providers)
+        got = sess.run(None, {"images": x.cpu().numpy()})
         diffs = {name: _max_abs_diff(g, r) for name, g, r in zip(output_names, got, reference)}
         report["onnxruntime_max_abs_diff"] = diffs
         logger.info(f"ONNX Runtime vs PyTorch on {n} validation images: max abs diff "
                     + ", ".join(f"{k}={v:.2e}" for k, v in diffs.items()))
     if "torchscript" in formats:
         with torch.no_grad():
-            traced = torch.jit.trace(wrapper, batch[:1])
+            traced = torch.jit.trace(wrapper, x[:1])
         traced.save(str(ts_path))
         loaded = torch.jit.load(str(ts_path))
         with torch.no_grad():
-            got = [t.numpy() for t in _as_tuple(loaded(batch))]
+            got = [_np(t) for t in _as_tuple(loaded(x))]
         report["torchscript_max_abs_diff"] = {
             name: _max_abs_diff(g, r) for name, g, r in zip(output_names, got, reference)}
     manifest = {
@@ -264,7 +277,7 @@ def run_export(trainer) -> dict[str, Any]:
                                               *[int(s) for s in cfg.data.input_size]],
                   "channels": int(cfg.data.in_channels),
                   "color_order": "RGB" if int(cfg.data.in_channels) == 3 else "GRAY",
-                  "dtype": "float32", **trainer.normalization()},
+                  "dtype": "float16" if half else "float32", **trainer.normalization()},
         "outputs": output_names,
         "classes": list(trainer.classes),
         "opset": int(cfg.export.opset),
@@ -276,7 +289,7 @@ def run_export(trainer) -> dict[str, Any]:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     if cfg.export.benchmark:
         from aicore.engine.benchmark import benchmark_formats
-        report["benchmark"] = benchmark_formats(wrapper, batch, onnx_path if "onnx" in formats
+        report["benchmark"] = benchmark_formats(wrapper, x, onnx_path if "onnx" in formats
                                                 else None, ts_path if "torchscript" in formats
                                                 else None, int(cfg.export.benchmark_iters))
         manifest["parity"] = report
@@ -284,19 +297,20 @@ def run_export(trainer) -> dict[str, Any]:
     worst = max([v for key in ("onnxruntime_max_abs_diff", "torchscript_max_abs_diff",
                                "prepared_pytorch_max_abs_diff")
                  for v in report.get(key, {}).values()] or [0.0])
-    if worst > float(cfg.export.tolerance):
+    if worst > tolerance:
         failed = final.with_name(final.name + ".failed")
         if failed.exists():
             shutil.rmtree(failed)
         out.rename(failed)
-        raise ExportError(f"exported model differs from PyTorch by {worst:.3g} (> export.tolerance "
-                          f"{cfg.export.tolerance}) on real validation images; the files are in "
-                          f"{failed} for inspection and {final} was left as it was")
+        key = "export.half_tolerance" if half else "export.tolerance"
+        raise ExportError(f"exported model differs from PyTorch by {worst:.3g} (> {key} "
+                          f"{tolerance}) on real validation images; the files are in {failed} "
+                          f"for inspection and {final} was left as it was")
     final.mkdir(parents=True, exist_ok=True)
     for f in out.iterdir():
         f.replace(final / f.name)
     out.rmdir()
-    logger.info(f"exported to {final} (max abs diff {worst:.2e} <= {cfg.export.tolerance})")
+    logger.info(f"exported to {final} (max abs diff {worst:.2e} <= {tolerance})")
     return manifest
 
 
@@ -306,6 +320,11 @@ def _max_abs_diff(got: np.ndarray, ref: np.ndarray) -> float:
     if got.shape != ref.shape:
         return float("inf")
     return float(np.abs(got - ref).max()) if got.size else 0.0
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """float32 numpy on the CPU, whatever the tensor's device and precision."""
+    return t.detach().float().cpu().numpy()
 
 
 def _as_tuple(x) -> tuple:
