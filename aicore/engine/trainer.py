@@ -337,6 +337,11 @@ class BaseTrainer:
                                                enabled=cfg.train.amp == "fp16")
         self.evaluator = self.build_evaluator()
         self.metric = cfg.train.best_metric or self.default_metric
+        known = getattr(self.evaluator, "metric_names", None)
+        if known and self.metric not in known:
+            raise ConfigError(f"train.best_metric = {self.metric!r}{C.where(cfg, 'train.best_metric')}"
+                              f" is not a metric of {type(self.evaluator).__name__}; choose one "
+                              f"of {', '.join(known)}")
         self.build_ema()
         self.build_extras()
         self.hooks = self.build_hooks()

@@ -31,6 +31,9 @@ class AnomalyEvaluator:
     (float32 and bool: about 5 bytes per pixel)."""
 
     main_metric = "image_AUROC"
+    #: the numbers compute() can return; train.best_metric must be one of them
+    metric_names = ('image_AUROC', 'pixel_AUROC', 'PRO', 'F1_max', 'threshold', 'pixel_F1_max',
+                    'pixel_threshold')
 
     def __init__(self, pro_fpr_limit: float = 0.3, pixel_metrics: bool = True) -> None:
         self.pro_fpr_limit = float(pro_fpr_limit)

@@ -69,6 +69,8 @@ class ClassificationEvaluator:
     """
 
     main_metric = "top1"
+    #: the numbers compute() can return; train.best_metric must be one of them
+    metric_names = ('top1', 'top5', 'precision_macro', 'recall_macro', 'f1_macro', 'kappa')
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None,
                  topk: int = 5) -> None:

@@ -37,6 +37,8 @@ class DetectionEvaluator:
     sees other images) and ``"size"`` (h, w)."""
 
     main_metric = "mAP"
+    #: the numbers compute() can return; train.best_metric must be one of them
+    metric_names = ('mAP', 'AP50', 'AP75')
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None,
                  max_dets: int = 100) -> None:

@@ -57,6 +57,8 @@ class SegmentationEvaluator:
     """
 
     main_metric = "mIoU"
+    #: the numbers compute() can return; train.best_metric must be one of them
+    metric_names = ('mIoU', 'mDice', 'pixel_acc')
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None,
                  ignore_index: int = IGNORE_INDEX, per_image: bool = True) -> None:
