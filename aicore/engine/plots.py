@@ -41,7 +41,7 @@ def plot_curves(history: list[dict[str, float]], out_dir: Path) -> list[Path]:
 def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
     n = len(names)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = min(20, 2 + 0.5 * n)
+    size = min(20, max(5.0, 2 + 0.5 * n))
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
@@ -54,7 +54,7 @@ def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> N
                 ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
-    ax.set_title("confusion matrix (counts; colour = row-normalised)")
+    ax.set_title("confusion matrix\n(counts; colour: share of the true class)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
