@@ -23,14 +23,20 @@ def plot_curves(history: list[dict[str, float]], out_dir: Path) -> list[Path]:
     for name, ks in groups.items():
         if not ks:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        # one colour per metric; EMA weights' values dashed in the same colour
+        bases = sorted({k[4:] if k.startswith("ema_") else k for k in ks})
+        colours = plt.get_cmap("tab20" if len(bases) > 10 else "tab10")
         for k in ks:
+            ema = k.startswith("ema_")
             xs = [e for e, h in zip(epochs, history) if k in h]
-            ax.plot(xs, [h[k] for h in history if k in h], marker="o", ms=3, label=k)
+            ax.plot(xs, [h[k] for h in history if k in h], marker="o", ms=3, label=k,
+                    linestyle="--" if ema else "-",
+                    color=colours(bases.index(k[4:] if ema else k) % colours.N))
         ax.set_xlabel("epoch")
         ax.set_title(name[:-4].replace("_", " "))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2 if len(ks) > 6 else 1)
         fig.tight_layout()
         fig.savefig(out_dir / name)
         plt.close(fig)
