@@ -253,6 +253,13 @@ class BaseTrainer:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def input_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """A training batch on the device, in the model's memory format."""
+        images = images.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
     @property
     def bare_model(self) -> nn.Module:
         return self.model.module if isinstance(self.model, DDP) else self.model

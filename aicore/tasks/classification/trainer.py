@@ -75,9 +75,7 @@ class ClassificationTrainer(BaseTrainer):
 
     def forward_loss(self, batch: Any) -> dict[str, torch.Tensor]:
         images, labels, _ = batch
-        images = images.to(self.device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.input_tensor(images)
         targets = labels.to(self.device, non_blocking=True)
         if self.mixup is not None:
             images, targets = S.apply_mixup(self.mixup, images, targets, len(self.classes))

@@ -100,8 +100,7 @@ class DetectionTrainer(BaseTrainer):
             images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False)
             factor = torch.tensor([sx, sy, sx, sy], device=self.device)
             targets = [{"boxes": t["boxes"] * factor, "labels": t["labels"]} for t in targets]
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.input_tensor(images)  # after the resize: interpolate drops the format
         return self.loss_fn(self.model(images, targets))
 
     @torch.no_grad()

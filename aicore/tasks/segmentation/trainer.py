@@ -95,9 +95,7 @@ class SegmentationTrainer(BaseTrainer):
 
     def forward_loss(self, batch: Any) -> dict[str, torch.Tensor]:
         images, masks, _ = batch
-        images = images.to(self.device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.input_tensor(images)
         masks = masks.to(self.device, non_blocking=True)
         logits = logits_of(self.model(images))
         losses = {"loss": self.loss_fn(logits, masks)}
