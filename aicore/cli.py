@@ -167,6 +167,17 @@ def main(argv: list[str] | None = None) -> None:
         logger.remove()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:
+        # a folder that cannot be written or a full disk met where no step checked it first
+        import errno
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                           errno.ENOTDIR, errno.EISDIR):
+            raise
+        from aicore.engine.checkpoint import describe_os_error
+        logger.remove()
+        print(f"error: cannot write {e.filename or 'a file'}: {describe_os_error(e)}",
+              file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

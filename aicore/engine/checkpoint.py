@@ -1,9 +1,10 @@
 """Checkpoint files: atomic writes, safe loading (weights_only=True), shape-aware fine-tuning."""
 from __future__ import annotations
 
+import errno
 import os
 import random
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,94 @@ from loguru import logger
 from aicore.errors import CheckpointError
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+def _write_tmp(obj: dict, path: Path) -> Path:
+    """torch.save into a new hidden file next to `path`, created with mode 0666 minus the
+    umask (what any other file the user writes gets; mkstemp's 0600 would lock the host user
+    out of a checkpoint written by root in a container)."""
+    tmp = _tmp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    save_all_atomic([(obj, path)])
+
+
+def save_all_atomic(items: list[tuple[dict, str | os.PathLike]]) -> None:
+    """Write several checkpoints so that either all of them are replaced or none is.
+
+    Every file is first written in full to a temp file (the step that fails on a full disk);
+    only when all are written are they renamed into place. last.pth and best.pth therefore
+    always agree on which epoch is best. A failure raises CheckpointError naming the file.
+    """
+    done: list[tuple[Path, Path]] = []
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        for obj, path in items:
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                done.append((_write_tmp(obj, path), path))
+            except OSError as e:
+                raise CheckpointError(f"cannot write checkpoint {path}: {describe_os_error(e)}; "
+                                      f"the previous checkpoints in {path.parent} are unchanged")\
+                    from None
+            except RuntimeError as e:  # torch's writer wraps OSError in RuntimeError
+                raise CheckpointError(f"cannot write checkpoint {path}: "
+                                      f"{str(e).splitlines()[0]}; the previous checkpoints in "
+                                      f"{path.parent} are unchanged (is the disk full?)") from None
+        for tmp, path in done:
+            os.replace(tmp, path)
+        done = []
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+
+
+def remove_orphaned_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete temp files that a killed checkpoint write left behind (call while holding the
+    work_dir lock, so no live run's temp file is touched)."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for p in folder.glob(f".*.pth.*{TMP_SUFFIX}"):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    if removed:
+        logger.info(f"removed {len(removed)} temp file(s) left by an interrupted checkpoint "
+                    f"write in {folder}")
+    return removed
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError in words a user can act on."""
+    hints = {errno.ENOSPC: "the disk is full; free space or choose another folder",
+             errno.EDQUOT: "the disk quota is exceeded; free space or choose another folder",
+             errno.EROFS: "the file system is read-only; choose a writable folder",
+             errno.EACCES: "permission denied; choose a folder you can write to",
+             errno.EPERM: "operation not permitted; choose a folder you can write to",
+             errno.ENOTDIR: "a part of the path is a file, not a folder",
+             errno.EEXIST: "a file is in the way where a folder is needed",
+             errno.EISDIR: "a folder is in the way where a file is needed"}
+    return hints.get(e.errno, e.strerror or type(e).__name__)
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -127,10 +127,9 @@ class CheckpointHook(Hook):
                                 **{f"train_{k}": v for k, v in trainer.epoch_mean_losses.items()},
                                 **getattr(trainer, "epoch_record", {})})
         trainer.epoch_record = {}
-        state = trainer.state_dict()
-        trainer.save_checkpoint("last.pth", state)
-        if trainer.is_best:
-            trainer.save_checkpoint("best.pth", state)
+        # both files at once (all or none): after a failed write (full disk) last.pth and
+        # best.pth still agree about which epoch is best
+        trainer.save_checkpoints(["last.pth", "best.pth"] if trainer.is_best else ["last.pth"])
 
 
 @HOOKS.register("LoggerHook")

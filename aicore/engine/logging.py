@@ -26,7 +26,7 @@ def setup_console() -> None:
 def add_file_sink(path: Path) -> None:
     global _file_sink
     remove_file_sink()
-    _file_sink = logger.add(str(path), level="INFO", encoding="utf-8",
+    _file_sink = logger.add(str(path), level="INFO", encoding="utf-8", errors="backslashreplace",
                             format="{time:YYYY-MM-DD HH:mm:ss} | {level: <7} | {message}")
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from aicore.data.io import IMAGE_EXTENSIONS, imwrite, is_image, to_channels
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
+from aicore.engine.workdir import ensure_dir
 from aicore.errors import CheckpointError, DataError, ExportError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -80,6 +81,8 @@ def run_eval(trainer) -> dict[str, Any]:
     cfg = trainer.cfg
     trainer.setup_device()
     model, _ = load_model(trainer, cfg, "eval")
+    if dist.is_main():  # an unwritable folder is reported before the evaluation runs
+        ensure_dir(out_dir(cfg, "eval"), "eval.out")
     split = cfg.eval.split
     dataset = trainer.build_dataset(split, train=False)
     _check_classes(trainer, dataset, checkpoint_path(cfg, "eval"))
@@ -154,8 +157,37 @@ def run_demo(trainer) -> list[dict[str, Any]]:
                         "-o demo.source=data/demo/classification/val")
     trainer.setup_device()
     model, _ = load_model(trainer, cfg, "demo")
-    out = out_dir(cfg, "demo")
-    out.mkdir(parents=True, exist_ok=True)
+    # Results go to a staging folder that replaces the final one only when every image went
+    # through: a corrupt image late in the source leaves an earlier demo as it was.
+    final = out_dir(cfg, "demo")
+    ensure_dir(final.parent, "demo.out")
+    out = final.with_name(final.name + ".partial")
+    if out.exists():
+        shutil.rmtree(out)
+    ensure_dir(out, "demo.out")
+    try:
+        rows = _demo_into(trainer, model, out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    _swap_in(out, final)
+    logger.info(f"demo: {len(rows)} predictions written to {final}")
+    return rows
+
+
+def _swap_in(staged: Path, final: Path) -> None:
+    """Replace `final` with `staged` by two renames (the old folder is removed after)."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    staged.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _demo_into(trainer, model: nn.Module, out: Path) -> list[dict[str, Any]]:
+    cfg = trainer.cfg
     in_ch = int(cfg.data.in_channels)
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []  # full predictions, for task reports beyond the CSV
@@ -183,12 +215,13 @@ def run_demo(trainer) -> list[dict[str, Any]]:
         results.append({"source": name, "frame": frame, "prediction": pred})
     if writer is not None:
         writer.release()
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+    # file names that are not valid UTF-8 are written with backslash escapes
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     trainer.write_demo_report(results, out)
-    logger.info(f"demo: {len(rows)} predictions written to {out}")
     return rows
 
 
@@ -221,7 +254,7 @@ def run_export(trainer) -> dict[str, Any]:
     out = final.with_name(final.name + ".partial")
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    ensure_dir(out, "export.out")
     onnx_path, ts_path = out / "model.onnx", out / "model.torchscript"
     formats = list(cfg.export.formats)
     unknown = set(formats) - {"onnx", "torchscript"}

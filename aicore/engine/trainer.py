@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,6 +43,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def _all_finite(outputs: Any) -> bool:
+    """True when every floating-point tensor in `outputs` (a tensor, or dicts/lists of them)
+    holds only finite numbers."""
+    if isinstance(outputs, torch.Tensor):
+        return not outputs.is_floating_point() or bool(torch.isfinite(outputs).all())
+    if isinstance(outputs, dict):
+        return all(_all_finite(v) for v in outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        return all(_all_finite(v) for v in outputs)
+    if isinstance(outputs, np.ndarray) and outputs.dtype.kind == "f":
+        return bool(np.isfinite(outputs).all())
+    return True
 
 
 class BaseTrainer:
@@ -275,19 +290,39 @@ class BaseTrainer:
         was_training = model.training
         model.eval()
         evaluator.reset()
+        finite = True
         for batch in loader:
             with self.autocast():
                 outputs, targets = self.predict_batch(model, batch)
-            evaluator.update(outputs, targets)
+            finite = finite and _all_finite(outputs)
+            if finite:
+                evaluator.update(outputs, targets)
         model.train(was_training)
+        flag = torch.tensor(float(finite), device=self.device)
+        if dist.is_dist():  # every rank stops together, or the others hang in the gather
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        if flag.item() < 1:
+            if loader is getattr(self, "val_loader", None):
+                saved = (f"checkpoints/last.pth still holds epoch {self.epoch}"
+                         if self.epoch > 0 else "no checkpoint was written")
+                raise TrainingDiverged(
+                    f"the model's outputs on the validation data became non-finite (NaN or inf) "
+                    f"after epoch {self.epoch + 1}, although the training loss was finite; "
+                    f"stopped without saving, {saved}. Lower optimizer.lr, add warm-up "
+                    f"(scheduler.warmup_epochs) or set train.clip_grad")
+            raise TrainingDiverged("the model's outputs are not finite (NaN or inf) on this data; "
+                                   "the checkpoint holds diverged weights: evaluate an earlier "
+                                   "one or retrain with a lower optimizer.lr")
         return evaluator.compute()
 
     # ------------------------------------------------------------------------------------
     # the lifecycle
 
     def train(self) -> dict[str, Any]:
-        self.before_train()
         try:
+            self.before_train()
+            if self.already_finished:
+                return self.best
             for self.epoch in range(self.start_epoch, self.max_epoch):
                 self.before_epoch()
                 self.train_in_epoch()
@@ -300,9 +335,13 @@ class BaseTrainer:
             for hook in self.hooks:
                 hook.close(self)
             remove_file_sink()
+            if self.lock is not None:
+                self.lock.release()
         return self.best
 
     stop_requested = False
+    already_finished = False  # train.resume of a run that had reached train.epochs
+    lock = None
 
     def before_train(self) -> None:
         cfg = self.cfg
@@ -357,10 +396,22 @@ class BaseTrainer:
         if resume_path is not None:
             self.load_resume(resume_path)
         self.check_work_dir(resume=resume_path is not None)
+        if resume_path is not None and self.start_epoch >= self.max_epoch:
+            # nothing to train: config.json, curves and tensorboard files stay as they are
+            self.already_finished = True
+            logger.warning(f"{resume_path} already finished {self.start_epoch} epochs "
+                           f"(train.epochs = {self.max_epoch}); nothing to do, no file was "
+                           f"changed. Raise train.epochs to train longer")
+            return
 
         if dist.is_main():
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            (self.work_dir / "checkpoints").mkdir(exist_ok=True)
+            from aicore.engine.workdir import WorkDirLock, ensure_dir
+            ensure_dir(self.work_dir, "work_dir")
+            self.lock = WorkDirLock(self.work_dir)
+            self.lock.acquire()
+            ensure_dir(self.work_dir / "checkpoints", "work_dir")
+            ckpt_io.remove_orphaned_temps(self.work_dir / "checkpoints")
+            self.trim_metrics_log(self.start_epoch)
             (self.work_dir / "config.json").write_text(
                 json.dumps(C.to_dict(cfg), indent=2), encoding="utf-8")
             add_file_sink(self.work_dir / "train.log")
@@ -575,10 +626,64 @@ class BaseTrainer:
             if type(hook).__name__ in hook_states:
                 hook.load_state_dict(hook_states[type(hook).__name__])
         ckpt_io.set_rng_state(ckpt["rng"])
-        if self.start_epoch >= self.max_epoch:
-            logger.warning(f"{path} already finished {self.start_epoch} epochs (train.epochs = "
-                           f"{self.max_epoch}); raise train.epochs to train longer")
+        self.apply_resume_changes(ckpt.get("config") or {})
         logger.info(f"resumed from {path} at epoch {self.start_epoch}, step {self.global_step}")
+
+    def apply_resume_changes(self, old_cfg: dict) -> None:
+        """Resuming with another train.epochs or optimizer.lr than the checkpoint's run.
+
+        train.epochs: the schedule is the one for the new epoch count (it was built from this
+        config), continued at the step reached; the lr moves to that schedule's value now.
+        optimizer.lr: the new base lr is applied (every group scaled by new / old). Each change
+        is logged in one line; see notes/engine.md, "Exact resume".
+        """
+        changes = []
+        old_epochs = (old_cfg.get("train") or {}).get("epochs")
+        if old_epochs is not None and int(old_epochs) != self.max_epoch:
+            changes.append(f"train.epochs {old_epochs} -> {self.max_epoch}: the schedule is "
+                           f"rebuilt for {self.max_epoch} epochs and continues at step "
+                           f"{self.global_step}")
+        old_lr = (old_cfg.get("optimizer") or {}).get("lr")
+        new_lr = self.cfg.optimizer.get("lr") if self.optimizer is not None else None
+        if old_lr and new_lr and float(old_lr) != float(new_lr):
+            ratio = float(new_lr) / float(old_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= ratio
+                if "initial_lr" in group:
+                    group["initial_lr"] *= ratio
+            if self.scheduler is not None:
+                self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
+            changes.append(f"optimizer.lr {old_lr} -> {new_lr}: the new lr is applied from here")
+        if not changes:
+            return
+        lambdas = getattr(self.scheduler, "lr_lambdas", None)
+        if lambdas is not None:  # LambdaLR: set the lr the (new) schedule gives at this step
+            step = self.scheduler.last_epoch
+            for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       lambdas):
+                group["lr"] = base * fn(step)
+            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        logger.info("resume with a changed config: " + "; ".join(changes)
+                    + (f" (lr now {self.current_lr():.3e})" if self.current_lr() else ""))
+
+    def trim_metrics_log(self, epochs_done: int) -> None:
+        """metrics.jsonl keeps only the epochs the checkpoint holds: a run killed between
+        evaluation and checkpoint wrote records that its resume will write again. A fresh
+        (overwrite) run starts an empty log."""
+        path = self.work_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        if epochs_done > 0:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if int(json.loads(line).get("epoch", 0)) <= epochs_done:
+                        kept.append(line)
+                except (ValueError, AttributeError):
+                    continue
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, path)
 
     def check_work_dir(self, resume: bool) -> None:
         last = self.work_dir / "checkpoints" / "last.pth"
@@ -589,7 +694,12 @@ class BaseTrainer:
                 f"to replace it, -o train.overwrite=true")
 
     def save_checkpoint(self, name: str, state: dict | None = None) -> Path:
-        path = self.work_dir / "checkpoints" / name
+        return self.save_checkpoints([name], state)[0]
+
+    def save_checkpoints(self, names: list[str], state: dict | None = None) -> list[Path]:
+        """Write the same state under several names, all or none (see save_all_atomic)."""
+        paths = [self.work_dir / "checkpoints" / name for name in names]
         if dist.is_main():
-            ckpt_io.save_atomic(state if state is not None else self.state_dict(), path)
-        return path
+            state = state if state is not None else self.state_dict()
+            ckpt_io.save_all_atomic([(state, p) for p in paths])
+        return paths

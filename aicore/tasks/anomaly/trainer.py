@@ -162,7 +162,8 @@ class AnomalyTrainer(BaseTrainer):
                              "the operating point of demo and export."}
         (out / "threshold.json").write_text(json.dumps(threshold, indent=2), encoding="utf-8")
         order = np.argsort(evaluator.indices)
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
             w = csv.writer(f)
             w.writerow(["path", "defect_type", "label", "score", "verdict", "correct"])
             for j in order:
@@ -178,7 +179,8 @@ class AnomalyTrainer(BaseTrainer):
         from sklearn.metrics import roc_auc_score
         types = np.array([dataset.samples[int(i)][2] for i in evaluator.indices])
         good = evaluator.scores[types == "good"]
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with open(path, "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
             w = csv.writer(f)
             w.writerow(["defect_type", "images", "image_AUROC", "correct_at_threshold"])
             if len(good):

@@ -40,7 +40,8 @@ def prediction_rows(evaluator, dataset, names: list[str]) -> list[list]:
 
 
 def _write_csv(path: Path, rows: list[list]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open(path, "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
         w = csv.writer(f)
         w.writerow(PREDICTION_COLUMNS)
         w.writerows(rows)

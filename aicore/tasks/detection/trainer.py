@@ -129,7 +129,8 @@ class DetectionTrainer(BaseTrainer):
         plot_pr_curves(evaluator.precision, evaluator.recall_thresholds, names,
                        out / "pr_curves.png")
         detections = []
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
             w = csv.writer(f)
             w.writerow(["image", "num_gt", "class", "score", "x1", "y1", "x2", "y2"])
             for rec in evaluator.records:

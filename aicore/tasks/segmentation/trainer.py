@@ -129,7 +129,8 @@ class SegmentationTrainer(BaseTrainer):
         names = list(self.classes)
         plot_per_class(metrics["per_class"], out / "per_class_iou.png")
         save_confusion_matrix(evaluator.cm, names, out, unit="pixels")
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
             w = csv.writer(f)
             w.writerow(["image", "mask", "pixels", "pixel_acc", "mIoU"] +
                        [f"IoU_{n}" for n in names])
