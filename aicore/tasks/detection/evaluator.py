@@ -1,11 +1,13 @@
-"""COCO-style detection metrics computed by pycocotools, the reference implementation.
+"""COCO-style detection metrics, computed by faster-coco-eval (pycocotools' algorithm in C++).
 
 The ground truth and the detections of the whole split are turned into in-memory COCO objects
-(no JSON files), so the numbers are exactly what the COCO evaluation server would report:
-``mAP`` = AP averaged over IoU 0.50:0.05:0.95 and over classes (101-point interpolated
-precision, up to 100 detections per image), ``AP50`` and ``AP75`` at single IoUs, and AP per
-class. Boxes marked crowd (COCO iscrowd, VOC difficult) are ignored: matching them neither
-counts as a hit nor as a false positive.
+(no JSON files), so the numbers are what pycocotools and the COCO evaluation server report
+(the tests compare them): ``mAP`` = AP averaged over IoU 0.50:0.05:0.95 and over classes
+(101-point interpolated precision, up to ``max_dets`` detections per image), ``AP50`` and
+``AP75`` at single IoUs, and AP per class. All three are read from the precision array at
+``max_dets`` (pycocotools' printed summary fixes mAP to 100 detections, which would make it
+-1 for any other max_dets). Boxes marked crowd (COCO iscrowd, VOC difficult) are ignored:
+matching them neither counts as a hit nor as a false positive.
 """
 from __future__ import annotations
 
@@ -27,6 +29,13 @@ def _np(x: Any, dtype=np.float32, shape: tuple = (0,)) -> np.ndarray:
         x = x.detach().cpu()
         x = (x.float() if x.is_floating_point() else x).numpy()  # bf16 has no numpy dtype
     return np.asarray(x).astype(dtype)
+
+
+def _mean_defined(precision: np.ndarray) -> float:
+    """pycocotools' summary: the mean over entries that are defined (-1 = class without
+    boxes), 0 when none is."""
+    defined = precision[precision > -1]
+    return float(defined.mean()) if defined.size else 0.0
 
 
 @EVALUATORS.register("DetectionEvaluator")
@@ -54,11 +63,10 @@ class DetectionEvaluator:
     def update(self, outputs: list[dict], targets: list[dict]) -> None:
         for out, tgt in zip(outputs, targets):
             image_id = tgt.get("image_id")
-            if image_id is None:  # single process, no ids given: arrival order
-                image_id = self._next_id
-            self._next_id += 1
             self._records.append({
-                "image_id": int(image_id),
+                # without ids, images are told apart by (rank, arrival order); see gathered()
+                "image_id": None if image_id is None else int(image_id),
+                "order": self._next_id,
                 "size": tuple(int(v) for v in tgt["size"]) if tgt.get("size") is not None else None,
                 "boxes": _np(out["boxes"], shape=(0, 4)).reshape(-1, 4),
                 "scores": _np(out["scores"]),
@@ -68,18 +76,22 @@ class DetectionEvaluator:
                 "gt_crowd": _np(tgt.get("iscrowd"), bool, (len(tgt["labels"]),))
                 if tgt.get("iscrowd") is not None else np.zeros(len(tgt["labels"]), bool),
             })
+            self._next_id += 1
 
     def gathered(self) -> list[dict[str, Any]]:
-        """Every rank's records, sorted by image id (each image once)."""
-        merged: dict[int, dict] = {}
-        for part in dist.all_gather_object(self._records):
+        """Every rank's records, each image once: merged by image id where the targets carry
+        one (a sampler may hand an image to two ranks), else kept apart by (rank, arrival
+        order), since every rank counts its own images from 0."""
+        merged: dict[tuple, dict] = {}
+        for rank, part in enumerate(dist.all_gather_object(self._records)):
             for rec in part:
-                merged[rec["image_id"]] = rec
+                key = (("id", rec["image_id"]) if rec["image_id"] is not None
+                       else ("order", rank, rec["order"]))
+                merged[key] = rec
         return [merged[k] for k in sorted(merged)]
 
     def compute(self) -> dict[str, Any]:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
+        from faster_coco_eval import COCO, COCOeval_faster
 
         records = self.gathered()
         self.records = records
@@ -94,21 +106,22 @@ class DetectionEvaluator:
                 w, h = (int(np.ceil(allb[:, 2].max())) + 1, int(np.ceil(allb[:, 3].max())) + 1) \
                     if len(allb) else (1, 1)
             images.append({"id": image_id, "width": int(w), "height": int(h)})
-            for box, label, crowd in zip(rec["gt_boxes"], rec["gt_labels"], rec["gt_crowd"]):
-                bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
+            g = rec["gt_boxes"]
+            gxywh = np.concatenate([g[:, :2], g[:, 2:] - g[:, :2]], 1).tolist()
+            for box, label, crowd in zip(gxywh, rec["gt_labels"].tolist(),
+                                         rec["gt_crowd"].tolist()):
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                    "category_id": int(label) + 1,
-                                    "bbox": [float(box[0]), float(box[1]), bw, bh],
-                                    "area": bw * bh, "iscrowd": int(bool(crowd))})
-            for box, score, label in zip(rec["boxes"], rec["scores"], rec["labels"]):
-                dets.append([image_id, box[0], box[1], box[2] - box[0], box[3] - box[1], score,
-                             int(label) + 1])
-        gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": i + 1, "name": n}
-                                     for i, n in enumerate(self.class_names)]}
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            gt.createIndex()
+                                    "category_id": label + 1, "bbox": box,
+                                    "area": box[2] * box[3], "iscrowd": int(crowd)})
+            b = rec["boxes"]  # xywh in float32 as pycocotools' loadRes would get them, as floats
+            xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1).tolist()
+            for box, score, label in zip(xywh, rec["scores"].tolist(), rec["labels"].tolist()):
+                dets.append({"id": len(dets) + 1, "image_id": image_id,
+                             "category_id": label + 1, "bbox": box, "score": score,
+                             "area": box[2] * box[3], "iscrowd": 0})
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO({"images": images, "annotations": annotations, "categories": categories})
         num_gt = np.bincount([a["category_id"] - 1 for a in annotations if not a["iscrowd"]],
                              minlength=self.num_classes)
         self.num_gt = num_gt
@@ -117,15 +130,16 @@ class DetectionEvaluator:
         self.precision = -np.ones((10, 101, self.num_classes))
         if dets:
             with contextlib.redirect_stdout(io.StringIO()):
-                dt = gt.loadRes(np.asarray(dets, np.float64))
-                ev = COCOeval(gt, dt, "bbox")
-                ev.params.maxDets = [1, 10, self.max_dets]
+                # the result set built directly: what loadRes() makes of a detection array,
+                # without its per-box Python pass
+                dt = COCO({"images": images, "annotations": dets, "categories": categories})
+                ev = COCOeval_faster(gt, dt, "bbox")
+                ev.params.maxDets = [self.max_dets]
                 ev.evaluate()
                 ev.accumulate()
-                ev.summarize()
-            stats = ev.stats
-            self.precision = ev.eval["precision"][:, :, :, 0, -1]
-            m_ap, ap50, ap75 = (max(0.0, float(v)) for v in stats[:3])
+            self.precision = np.asarray(ev.eval["precision"])[:, :, :, 0, 0]
+            m_ap, ap50, ap75 = (_mean_defined(p) for p in
+                                (self.precision, self.precision[0], self.precision[5]))
         else:  # nothing detected: every AP is 0 (pycocotools cannot load an empty result)
             m_ap = ap50 = ap75 = 0.0
             self.precision[:, :, num_gt > 0] = 0.0
