@@ -42,8 +42,8 @@ def _mean_defined(precision: np.ndarray) -> float:
 class DetectionEvaluator:
     """update(outputs, targets) with per-image dicts: outputs ``{"boxes" (N, 4) xyxy pixels,
     "scores" (N,), "labels" (N,)}``; targets ``{"boxes", "labels"}`` plus optional
-    ``"iscrowd"`` (N,) bool, ``"image_id"`` (unique per image; needed under DDP, where each rank
-    sees other images) and ``"size"`` (h, w)."""
+    ``"iscrowd"`` (N,) bool, ``"image_id"`` (unique per image; without it every image counts
+    once, in arrival order on each rank) and ``"size"`` (h, w)."""
 
     main_metric = "mAP"
     #: the numbers compute() can return; train.best_metric must be one of them
