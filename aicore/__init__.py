@@ -1,2 +1,22 @@
-"""AICore: one JSON config trains, evaluates, demos and exports vision models."""
+"""AICore: one JSON config trains, evaluates, demos and exports vision models.
+
+``aicore.train``, ``evaluate``, ``export`` and ``load`` (aicore/api.py) are imported on first
+use, so ``import aicore`` (and ``aicore.deploy``) stays free of torch.
+"""
 __version__ = "0.1.0"
+
+__all__ = ["train", "evaluate", "export", "load", "TrainResult", "EvalResult", "ExportResult",
+           "AICoreError", "ConfigError", "DataError", "CheckpointError", "ExportError",
+           "TrainingDiverged"]
+
+_API = {"train", "evaluate", "export", "load", "TrainResult", "EvalResult", "ExportResult"}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from aicore import api
+        return getattr(api, name)
+    if name in __all__:
+        from aicore import errors
+        return getattr(errors, name)
+    raise AttributeError(f"module 'aicore' has no attribute {name!r}")
