@@ -106,12 +106,15 @@ def test_work_dir_under_a_file_is_refused(capsys, tmp_path, cls_root):
     assert blocker.read_text() == "x"
 
 
-def test_read_only_file_system_is_refused(capsys, tmp_path, cls_root):
-    # /proc/1 exists and is read-only for root too: mkdir below it fails with ENOENT/EACCES
-    # and writes fail, as a read-only mount would
-    cfg = _cfg(tmp_path, cls_root, "/proc/1/aicore_run")
+@pytest.mark.parametrize("work_dir", ["/sys/aicore_run", "/sys/kernel"])
+def test_folder_the_kernel_refuses_is_refused(capsys, tmp_path, cls_root, work_dir):
+    # sysfs refuses new folders and files even to root (EPERM/EACCES, or EROFS where it is
+    # mounted read-only, as in Docker): the first a folder that cannot be made, the second an
+    # existing folder that cannot be written into
+    cfg = _cfg(tmp_path, cls_root, work_dir)
     line = _exit2(capsys, "-c", str(cfg))
-    assert "work_dir = /proc/1/aicore_run" in line and "choose a writable folder" in line
+    assert f"work_dir = {work_dir}: cannot write there" in line
+    assert "choose a writable folder" in line
 
 
 @pytest.mark.parametrize("section", ["eval", "demo", "export"])
