@@ -95,7 +95,8 @@ DEFAULTS: dict[str, Any] = {
              "max_images": None, "sliding_window": None,
              "cam": None,  # classification: None | "GradCAM" | "GradCAMPlusPlus" | ...
              "cam_layer": None,  # module name for the CAM; None = the last feature stage
-             "score_thresh": None},  # detection: lowest score drawn and listed (None = 0.3)
+             "score_thresh": None,  # detection: lowest score drawn and listed (None = 0.3)
+             "backend": "pytorch"},  # "pytorch" (checkpoint) | "onnx" (export via aicore.deploy)
     "export": {"checkpoint": None, "weights": "auto", "opset": 17, "formats": ["onnx", "torchscript"],
                "tolerance": 1e-4, "parity_images": 8, "out": None,
                "fuse_bn": True,  # fold BatchNorm into the preceding convolution

@@ -150,13 +150,42 @@ def _read_any(path: Path) -> np.ndarray:
     return img
 
 
+def demo_predictor(trainer):
+    """(image as read, name) -> the task's prediction dict, by the config's demo.backend:
+    "pytorch" (the checkpoint) or "onnx" (the export folder, through aicore.deploy)."""
+    cfg = trainer.cfg
+    backend = cfg.demo.get("backend") or "pytorch"
+    if backend == "onnx":
+        from aicore.deploy.bridge import demo_prediction
+        from aicore.deploy.predictor import Predictor
+        export = out_dir(cfg, "export")
+        predictor = Predictor(export)
+        if predictor.task != trainer.task:
+            raise DataError(f"{export} holds a {predictor.task} export, but this config's "
+                            f"task is {trainer.task}")
+        trainer.classes = list(predictor.classes)
+        logger.info(f"demo through the exported model {predictor.onnx_path} "
+                    f"({', '.join(predictor.providers)})")
+        return lambda raw, name: demo_prediction(predictor, predictor.predict(raw))
+    if backend != "pytorch":
+        raise DataError(f"demo.backend = {backend!r}: use \"pytorch\" or \"onnx\"")
+    trainer.setup_device()
+    model, _ = load_model(trainer, cfg, "demo")
+    in_ch = int(cfg.data.in_channels)
+
+    def predict(raw: np.ndarray, name: str) -> dict[str, Any]:
+        x = trainer.preprocess(to_channels(raw, in_ch, name))[None]
+        with torch.no_grad(), trainer.autocast():
+            return trainer.predict_images(model, x)[0]
+    return predict
+
+
 def run_demo(trainer) -> list[dict[str, Any]]:
     cfg = trainer.cfg
     if not cfg.demo.source:
         raise DataError("demo.source is not set: give an image, a folder or a video, e.g. "
                         "-o demo.source=data/demo/classification/val")
-    trainer.setup_device()
-    model, _ = load_model(trainer, cfg, "demo")
+    predict = demo_predictor(trainer)
     # Results go to a staging folder that replaces the final one only when every image went
     # through: a corrupt image late in the source leaves an earlier demo as it was.
     final = out_dir(cfg, "demo")
@@ -166,7 +195,7 @@ def run_demo(trainer) -> list[dict[str, Any]]:
         shutil.rmtree(out)
     ensure_dir(out, "demo.out")
     try:
-        rows = _demo_into(trainer, model, out)
+        rows = _demo_into(trainer, predict, out)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -186,17 +215,14 @@ def _swap_in(staged: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _demo_into(trainer, model: nn.Module, out: Path) -> list[dict[str, Any]]:
+def _demo_into(trainer, predict, out: Path) -> list[dict[str, Any]]:
     cfg = trainer.cfg
-    in_ch = int(cfg.data.in_channels)
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []  # full predictions, for task reports beyond the CSV
     writer = None
     source = Path(cfg.demo.source)
     for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images):
-        x = trainer.preprocess(to_channels(raw, in_ch, name))[None]
-        with torch.no_grad(), trainer.autocast():
-            pred = trainer.predict_images(model, x)[0]
+        pred = predict(raw, name)
         display = to_channels(raw, 3, name)
         if display.dtype != np.uint8:
             display = (display * 255).clip(0, 255).astype(np.uint8)
@@ -317,9 +343,13 @@ def run_export(trainer) -> dict[str, Any]:
         "files": {"onnx": onnx_path.name if "onnx" in formats else None,
                   "torchscript": ts_path.name if "torchscript" in formats else None},
         "parity": report,
+        "manifest_version": 2,
+        "preprocess": trainer.deploy_preprocess(),
         **trainer.manifest_extra(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if "onnx" in formats:
+        _embed_manifest(onnx_path, manifest)
     if cfg.export.benchmark:
         from aicore.engine.benchmark import benchmark_formats
         report["benchmark"] = benchmark_formats(wrapper, x, onnx_path if "onnx" in formats
@@ -345,6 +375,19 @@ def run_export(trainer) -> dict[str, Any]:
     out.rmdir()
     logger.info(f"exported to {final} (max abs diff {worst:.2e} <= {tolerance})")
     return manifest
+
+
+def _embed_manifest(onnx_path: Path, manifest: dict[str, Any]) -> None:
+    """Store the manifest in the ONNX file's metadata_props (key "aicore_manifest"), so a lone
+    model.onnx is enough for aicore.deploy.Predictor."""
+    import onnx
+    model = onnx.load(str(onnx_path))
+    for prop in list(model.metadata_props):
+        if prop.key == "aicore_manifest":
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "aicore_manifest", json.dumps(manifest)
+    onnx.save(model, str(onnx_path))
 
 
 def _max_abs_diff(got: np.ndarray, ref: np.ndarray) -> float:

@@ -212,6 +212,23 @@ class BaseTrainer:
                 "preprocess": "x = (pixel / 255 - mean) / std for 8-bit images "
                               "(pixel / 65535 for 16-bit), resized to the input shape"}
 
+    def deploy_preprocess(self) -> dict[str, Any]:
+        """How an image as read from disk becomes the exported model's input, as data the
+        deploy runtime (aicore.deploy) follows step by step: the same steps as preprocess()."""
+        data = self.cfg.data
+        mean, std = self.normalization()["mean"], self.normalization()["std"]
+        nodes = self.cfg.data.val.transforms or []
+        return {"channels": int(data.in_channels),
+                "color_order": "RGB" if int(data.in_channels) == 3 else "GRAY",
+                "from_bgr": "OpenCV BGR(A) is converted with cv2.cvtColor (BGR2RGB or BGR2GRAY); "
+                            "alpha is dropped; a 1-channel image is repeated to 3 channels",
+                "scale": {"uint8": 255.0, "uint16": 65535.0},
+                "uint16": "converted to float32 / 65535 before resizing",
+                "val_transforms": [n.toDict() if hasattr(n, "toDict") else n for n in nodes],
+                "resize": "stretch", "interpolation": "linear",
+                "size": [int(s) for s in data.input_size],
+                "mean": mean, "std": std}
+
     def setup_device(self) -> None:
         self.device = dist.setup(str(self.cfg.train.device))
         seed_everything(int(self.cfg.seed) + dist.rank(), bool(self.cfg.train.deterministic))

@@ -30,6 +30,7 @@ from aicore.errors import CheckpointError, ConfigError, DataError
 from aicore.registry import TRAINERS
 from aicore.tasks.anomaly import categories
 from aicore.tasks.anomaly.datasets import CLASSES
+from aicore.deploy.postprocess import is_defect
 from aicore.tasks.anomaly.models import AnomalyModel
 
 
@@ -168,7 +169,7 @@ class AnomalyTrainer(BaseTrainer):
             w.writerow(["path", "defect_type", "label", "score", "verdict", "correct"])
             for j in order:
                 i = int(evaluator.indices[j])
-                ng = bool(scores[j] >= thr)
+                ng = is_defect(scores[j], thr)
                 w.writerow([dataset.samples[i][0], dataset.samples[i][2], CLASSES[labels[j]],
                             f"{scores[j]:.6f}", "NG" if ng else "OK", int(ng == bool(labels[j]))])
         self.write_per_defect(evaluator, dataset, thr, out / "per_defect.csv")
@@ -230,7 +231,8 @@ class AnomalyTrainer(BaseTrainer):
         for amap, score in zip(maps[:, 0].float().cpu().numpy(), scores.float().cpu().tolist()):
             thr_px = cal["pixel_threshold"]
             area = float((amap >= thr_px).mean()) if math.isfinite(thr_px) else float("nan")
-            out.append({"map": amap, "score": score, "ng": score >= cal["image_threshold"],
+            out.append({"map": amap, "score": score,
+                        "ng": is_defect(score, cal["image_threshold"]),
                         "defect_area": area, **cal})
         return out
 
@@ -251,6 +253,11 @@ class AnomalyTrainer(BaseTrainer):
     def manifest_extra(self) -> dict[str, Any]:
         cal = self.export_calibration
         return {
+            "postprocess": {"image_threshold": cal["image_threshold"],
+                            "pixel_threshold": cal["pixel_threshold"],
+                            "map_min": cal["map_min"], "map_max": cal["map_max"],
+                            "rule": "NG when float32(score) >= float32(image_threshold)",
+                            "map_resize": "linear"},
             "category": self.cfg.data.dataset.toDict().get("category") or
             Path(str(self.cfg.data.root)).name,
             "outputs_meaning": {

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
+from aicore.deploy.postprocess import is_defect  # noqa: E402
+
 OK_COLOR = (40, 200, 60)
 NG_COLOR = (230, 40, 40)
 
@@ -87,7 +89,7 @@ def overlay(rgb: np.ndarray, amap: np.ndarray, score: float, threshold: float,
         scale = int(np.ceil(256 / out.shape[0]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
         amap = cv2.resize(amap, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
-    ng = score >= threshold
+    ng = is_defect(score, threshold)
     if ng and math.isfinite(pixel_threshold):
         region = (amap >= pixel_threshold).astype(np.uint8)
         contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

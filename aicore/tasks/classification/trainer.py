@@ -148,6 +148,10 @@ class ClassificationTrainer(BaseTrainer):
     def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
         return _WithProbs(model), ["logits", "probs"]
 
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"postprocess": {"output": "probs", "topk": 5,
+                                "rule": "class = argmax of probs (softmax of logits)"}}
+
 
 def tta_logits(model: nn.Module, images: torch.Tensor, tta: str | None) -> torch.Tensor:
     """Logits, or with test-time augmentation the log of the views' mean probability (so the

@@ -10,43 +10,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-#: grey used to pad letterboxed images (and empty mosaic areas), as YOLOX does
-PAD_VALUE = 114
-
-
-def letterbox_scale(hw: Sequence[int], input_size: Sequence[int]) -> float:
-    """The factor that fits an (h, w) image inside input_size (H, W) without distortion."""
-    return min(input_size[0] / hw[0], input_size[1] / hw[1])
-
-
-def letterbox(img: np.ndarray, input_size: Sequence[int], scale: float | None = None
-              ) -> tuple[np.ndarray, float]:
-    """Resize keeping the aspect ratio, then pad bottom/right to exactly input_size.
-
-    Works for uint8 and float32 ([0, 1], from 16-bit files) images with any channel count.
-    Returns the padded image and the scale applied, so callers can move boxes with it.
-    """
-    h, w = img.shape[:2]
-    H, W = int(input_size[0]), int(input_size[1])
-    r = letterbox_scale((h, w), (H, W)) if scale is None else scale
-    nh, nw = min(H, max(1, round(h * r))), min(W, max(1, round(w * r)))
-    if (nh, nw) != (h, w):
-        # INTER_AREA when shrinking avoids aliasing; LINEAR when enlarging
-        interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(img, (nw, nh), interpolation=interp)
-    else:
-        resized = img
-    if resized.ndim == 2:
-        resized = resized[:, :, None]
-    pad = PAD_VALUE if img.dtype == np.uint8 else PAD_VALUE / 255.0
-    out = np.full((H, W, resized.shape[2]), pad, dtype=img.dtype)
-    out[:nh, :nw] = resized
-    return out, r
+# the letterbox itself lives in the torch-free deploy runtime, so both use one implementation
+from aicore.deploy.preprocess import PAD_VALUE, letterbox, letterbox_scale  # noqa: E402,F401
 
 
 def boxes_to_original(boxes: torch.Tensor | np.ndarray, scale: float,

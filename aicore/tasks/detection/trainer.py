@@ -242,7 +242,10 @@ class DetectionTrainer(BaseTrainer):
         # a custom detector without these attributes gets the YOLOX defaults
         thresholds = {"score_thresh": float(getattr(model, "score_thresh", 0.01)),
                       "nms_iou": float(getattr(model, "nms_iou", 0.65))}
-        self._export_info = {"nms_in_graph": bool(self.cfg.export.get("nms")), **thresholds}
+        self._export_info = {"nms_in_graph": bool(self.cfg.export.get("nms")), **thresholds,
+                             "max_det": int(getattr(model, "max_det", 100)),
+                             "candidates": "multi_label" if getattr(model, "multi_label", False)
+                             else "best_class"}
         if self.cfg.export.get("nms"):
             return _ExportWithNMS(model, **thresholds), ["detections"]
         return _ExportDense(model), ["boxes", "scores"]
@@ -255,6 +258,12 @@ class DetectionTrainer(BaseTrainer):
                               "x = (pixel / 255 - mean) / std (pixel / 65535 for 16-bit)")
         return info
 
+    def deploy_preprocess(self) -> dict[str, Any]:
+        info = super().deploy_preprocess()
+        info.update(resize="letterbox", interpolation="area_if_shrinking_else_linear",
+                    pad_value=PAD_VALUE, val_transforms_after_resize=True)
+        return info
+
     def manifest_extra(self) -> dict[str, Any]:
         info = getattr(self, "_export_info", {})
         if info.get("nms_in_graph"):
@@ -265,7 +274,13 @@ class DetectionTrainer(BaseTrainer):
                        "scores": "(B, N, C) per-class confidence in [0, 1]; apply score_thresh "
                                  "to each candidate's best class, then class-aware NMS with "
                                  "nms_iou"}
-        return {"detection": {
+        return {"postprocess": {
+            "format": "nms_in_graph" if info.get("nms_in_graph") else "dense",
+            "candidates": info.get("candidates", "best_class"),
+            "score_thresh": info.get("score_thresh"), "score_compare": ">",
+            "nms_iou": info.get("nms_iou"), "max_det": info.get("max_det"),
+            "demo_score_thresh": self.demo_score_thresh},
+            "detection": {
             "output_format": outputs,
             "to_original_pixels": "divide box coordinates by the letterbox scale r, then clip "
                                   "to the original width and height",

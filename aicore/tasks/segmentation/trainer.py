@@ -210,9 +210,20 @@ class SegmentationTrainer(BaseTrainer):
             x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
         return x
 
+    def deploy_preprocess(self) -> dict[str, Any]:
+        info = super().deploy_preprocess()
+        if self.demo_window is not None:  # full resolution, tiled by the sliding window
+            info["resize"], info["interpolation"] = "none", None
+        return info
+
     def manifest_extra(self) -> dict[str, Any]:
         from aicore.tasks.segmentation.visualize import palette
-        return {"ignore_index": IGNORE_INDEX,
+        window = self.demo_window.as_dict() if self.demo_window else None
+        return {"postprocess": {"output": "probs", "sliding_window": window,
+                                "mask_resize": "nearest",
+                                "rule": "class = argmax over the class axis; confidence = mean "
+                                        "of the max probability at the model's resolution"},
+                "ignore_index": IGNORE_INDEX,
                 "output_format": "logits and probs are (batch, classes, H, W); the class of a "
                                  "pixel is the argmax over the class axis",
                 "sliding_window": self.eval_window.as_dict() if self.eval_window else None,

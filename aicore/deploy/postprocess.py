@@ -1,0 +1,126 @@
+"""Model outputs -> predictions, torch-free: NMS, sliding-window blending, the anomaly rule.
+
+Each function mirrors its PyTorch counterpart in the task packages (torchvision's batched_nms,
+aicore.tasks.segmentation.inference.sliding_window_logits); the deploy parity tests compare
+the two on real images.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+def is_defect(score: float, threshold: float) -> bool:
+    """The one anomaly verdict rule of every path (eval, demo, export, deploy): NG when
+    score >= threshold, both compared as float32 (the precision the model computes in), so a
+    score equal to the threshold is NG everywhere."""
+    return bool(np.float32(score) >= np.float32(threshold))
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS as torchvision.ops.nms: indices kept, by decreasing score; a box is dropped
+    when its IoU with a kept box is > iou."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        ious = inter / (areas[i] + areas[rest] - inter)
+        order = rest[~(ious > iou)]
+    return np.asarray(keep, np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                iou: float) -> np.ndarray:
+    """Class-aware NMS: boxes of different groups never suppress each other."""
+    if boxes.size == 0:
+        return np.zeros(0, np.int64)
+    offsets = groups.astype(np.float32) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, iou)
+
+
+def detections_from_dense(boxes: np.ndarray, scores: np.ndarray, post: dict[str, Any]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's dense outputs ((N, 4) xyxy, (N, C)) -> (boxes, scores, labels) after the
+    score threshold, class-aware NMS and max_det, as the model's own post-processing."""
+    thr, iou, max_det = float(post["score_thresh"]), float(post["nms_iou"]), int(post["max_det"])
+    if post.get("candidates") == "multi_label":  # every candidate-class pair above thr
+        idx, cls = np.nonzero(scores > thr)
+        bx, sc, lb = boxes[idx], scores[idx, cls], cls
+    else:  # each candidate keeps its best class (YOLOX)
+        best, labels = scores.max(-1), scores.argmax(-1)
+        keep = best > thr
+        bx, sc, lb = boxes[keep], best[keep], labels[keep]
+    order = batched_nms(bx.astype(np.float32), sc.astype(np.float32), lb, iou)[:max_det]
+    return bx[order], sc[order], lb[order].astype(np.int64)
+
+
+def _starts(size: int, window: int, stride: int) -> list[int]:
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] + window < size:
+        starts.append(size - window)
+    return starts
+
+
+def _weights(h: int, w: int, blend: str) -> np.ndarray:
+    if blend == "mean":
+        return np.ones((h, w), np.float32)
+
+    def g(n: int) -> np.ndarray:
+        x = np.arange(n, dtype=np.float32) - np.float32((n - 1) / 2)
+        return np.exp(np.float32(-0.5) * (x / np.float32(n / 8)) ** 2).astype(np.float32)
+    wmap = g(h)[:, None] * g(w)[None, :]
+    wmap = wmap / wmap.max()
+    return np.clip(wmap, 1e-3, None).astype(np.float32)
+
+
+def sliding_window_logits(forward: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
+                          sw: dict[str, Any]) -> np.ndarray:
+    """(C_in, H, W) normalised image -> (classes, H, W) logits, window by window, weighted
+    and averaged (the training side's sliding_window_logits for one image)."""
+    _, h, w = image.shape
+    wh, ww = (int(s) for s in sw["window"])
+    pad_h, pad_w = max(0, wh - h), max(0, ww - w)
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)))
+    H, W = image.shape[-2:]
+    overlap = float(sw.get("overlap", 0.5))
+    sh = max(1, int(round(wh * (1 - overlap))))
+    sw_ = max(1, int(round(ww * (1 - overlap))))
+    boxes = [(y, x) for y in _starts(H, wh, sh) for x in _starts(W, ww, sw_)]
+    weight = _weights(wh, ww, sw.get("blend", "gaussian"))
+    out = norm = None
+    step = max(1, int(sw.get("batch_size", 16)))
+    for b in range(0, len(boxes), step):
+        chunk = boxes[b:b + step]
+        crops = np.stack([image[:, y:y + wh, x:x + ww] for y, x in chunk])
+        logits = forward(np.ascontiguousarray(crops)).astype(np.float32)
+        if out is None:
+            out = np.zeros((logits.shape[1], H, W), np.float32)
+            norm = np.zeros((1, H, W), np.float32)
+        for k, (y, x) in enumerate(chunk):
+            out[:, y:y + wh, x:x + ww] += logits[k] * weight
+            norm[:, y:y + wh, x:x + ww] += weight
+    return (out / norm)[:, :h, :w]
+
+
+def boxes_to_original(boxes: np.ndarray, scale: float, orig_hw: Sequence[int]) -> np.ndarray:
+    h, w = orig_hw
+    out = np.asarray(boxes, np.float32) / np.float32(scale)
+    out[:, 0::2] = out[:, 0::2].clip(0, w)
+    out[:, 1::2] = out[:, 1::2].clip(0, h)
+    return out

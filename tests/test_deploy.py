@@ -1,0 +1,209 @@
+"""The deploy runtime (aicore.deploy.Predictor, onnxruntime, no torch) predicts what mode=demo
+(PyTorch) predicts, for every task, on real demo images of several sizes, grayscale and 16-bit.
+
+Tolerances from issue 10: classification same class, probability within 1e-4; segmentation
+masks equal on >= 99.9 % of pixels; detections matched one-to-one with IoU >= 0.99 and scores
+within 1e-3; anomaly scores within 1e-4 relative, same verdict, maps within 1e-3.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests import deploy_fixtures as F
+from tests.conftest import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, dict]:
+    base = F.keep_dir() or tmp_path_factory.mktemp("deploy")
+    return F.build(base)
+
+
+@pytest.fixture(scope="module")
+def images(models, tmp_path_factory) -> dict[str, list[Path]]:
+    base = F.keep_dir() or tmp_path_factory.mktemp("deploy_images")
+    out = {}
+    for task in models:
+        cfg = json.loads(Path(models[task]["config"]).read_text())
+        data_root = Path(cfg["data"]["root"])
+        out[task] = F.test_images(Path(base) / "images" / task, data_root,
+                                  F.IMAGE_PATTERNS[task])
+    F.write_index(Path(base), models, out)
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 1.0
+
+
+def _read(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def compare(task: str, demo: dict, got, raw: np.ndarray, where: str) -> None:
+    """Assert that one deploy result equals demo's prediction within the issue's tolerances."""
+    h, w = raw.shape[:2]
+    if task == "classification":
+        assert got.class_name == demo["label"], where
+        assert abs(got.probability - demo["probability"]) <= 1e-4, where
+        assert [n for n, _ in got.topk] == [n for n, _ in demo["topk"]], where
+    elif task.startswith("segmentation"):
+        mask = demo["mask"]
+        if mask.shape != (h, w):
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        assert got.mask.shape == (h, w), where
+        assert (got.mask == mask).mean() >= 0.999, where
+        assert abs(got.confidence - demo["confidence"]) <= 1e-4, where
+        np.testing.assert_allclose(got.fractions, demo["fractions"], atol=2e-3, err_msg=where)
+    elif task == "detection":
+        assert len(got.scores) == len(demo["scores"]), where
+        used, relabelled = set(), 0
+        for box, score, label in zip(demo["boxes"], demo["scores"], demo["labels"]):
+            cands = [j for j in range(len(got.scores)) if j not in used
+                     and abs(got.scores[j] - score) <= 1e-3]
+            best = max(cands, key=lambda j: (_iou(got.boxes[j], box) >= 0.99,
+                                             got.class_ids[j] == label,
+                                             _iou(got.boxes[j], box)), default=None)
+            assert best is not None and _iou(got.boxes[best], box) >= 0.99, where
+            relabelled += int(got.class_ids[best] != label)
+            used.add(best)
+        # the fixture's one-epoch model scores every class near YOLOX's prior, so two classes
+        # of a candidate can tie within float noise and swap; nothing more than that
+        assert relabelled <= max(1, 0.02 * len(used)), where
+    else:
+        assert abs(got.score - demo["score"]) <= 1e-4 * max(1.0, abs(demo["score"])), where
+        assert got.is_defect == bool(demo["ng"]), where
+        amap = demo["map"]
+        if amap.shape != (h, w):
+            amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        assert got.anomaly_map.shape == (h, w), where
+        np.testing.assert_allclose(got.anomaly_map, amap, atol=1e-3, rtol=1e-4, err_msg=where)
+
+
+TASKS = ["classification", "segmentation", "segmentation_sw", "detection", "anomaly"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_runtime_equals_demo(task, models, images):
+    from aicore.deploy import Predictor
+    m = models[task]
+    _, demo = F.torch_demo(m["config"], m["overrides"])
+    predictor = Predictor(m["export"], intra_op_num_threads=1)
+    n_found = 0
+    for path in images[task]:
+        raw = _read(path)
+        ref = demo(raw, str(path))
+        compare(task, ref, predictor.predict(path), raw, f"{task} {path.name}")
+        compare(task, ref, predictor.predict(raw), raw, f"{task} {path.name} (array)")
+        n_found += len(ref.get("scores", [1]))
+    assert n_found > 0  # detection: the comparison saw boxes
+    # a batch gives the same results as one image at a time
+    batch = predictor.predict([_read(p) for p in images[task]])
+    for path, got in zip(images[task], batch):
+        compare(task, demo(_read(path), str(path)), got, _read(path), f"{task} batch")
+
+
+def test_lone_onnx_carries_manifest(models, images):
+    from aicore.deploy import Predictor
+    m = models["classification"]
+    folder = Predictor(m["export"])
+    lone = Predictor(Path(m["export"]) / "model.onnx")
+    assert lone.manifest == folder.manifest
+    pre = lone.manifest["preprocess"]
+    assert pre["color_order"] == "RGB" and pre["scale"]["uint16"] == 65535.0
+    assert pre["resize"] == "stretch" and pre["interpolation"] == "linear"
+    det = Predictor(models["detection"]["export"]).manifest
+    assert det["preprocess"]["resize"] == "letterbox" and det["postprocess"]["max_det"] == 100
+    sw = Predictor(models["segmentation_sw"]["export"]).manifest
+    assert sw["postprocess"]["sliding_window"]["window"] == [32, 32]
+    r = lone.predict(images["classification"][0], color_order="BGR").to_dict()
+    assert isinstance(r["class_name"], str) and json.dumps(r)
+
+
+def test_rgb_order_and_bad_inputs(models, images):
+    from aicore.deploy import DeployError, Predictor
+    p = Predictor(models["classification"]["export"])
+    bgr = _read(images["classification"][0])
+    a = p.predict(bgr)
+    b = p.predict(bgr[:, :, ::-1].copy(), color_order="RGB")
+    assert a.class_id == b.class_id and abs(a.probability - b.probability) < 1e-6
+    with pytest.raises(DeployError, match="pixel type"):
+        p.predict(bgr.astype(np.float64))
+    with pytest.raises(DeployError, match="shape"):
+        p.predict(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(DeployError, match="no such export"):
+        Predictor(ROOT / "no_such_export")
+
+
+def test_demo_backend_onnx_writes_the_same(models, images, tmp_path):
+    m = models["detection"]
+    src = images["detection"][0].parent
+    outs = {}
+    for backend in ("pytorch", "onnx"):
+        outs[backend] = tmp_path / backend
+        assert run_cli("-c", str(m["config"]), "-o", "mode=demo", "-o", f"demo.source={src}",
+                       "-o", f"demo.out={outs[backend]}", "-o", f"demo.backend={backend}") == 0
+    a = json.loads((outs["pytorch"] / "detections.json").read_text())["images"]
+    b = json.loads((outs["onnx"] / "detections.json").read_text())["images"]
+    assert [len(x["detections"]) for x in a] == [len(x["detections"]) for x in b]
+    assert sorted(p.name for p in outs["onnx"].iterdir()) == \
+        sorted(p.name for p in outs["pytorch"].iterdir())
+
+
+_BLOCK = ("import sys\n"
+          "class Block:\n"
+          "    def find_spec(self, name, path=None, target=None):\n"
+          "        if name.split('.')[0] in ('torch', 'torchvision', 'timm', 'albumentations'):\n"
+          "            raise ImportError('blocked: ' + name)\n"
+          "sys.meta_path.insert(0, Block())\n")
+
+
+def test_runtime_runs_without_torch(models, images):
+    """The runtime's predictions in a process where importing torch, timm or albumentations
+    fails: the same results as in this process."""
+    from aicore.deploy import Predictor
+    index = F.write_index(Path(images["classification"][0]).parents[2], models, images)
+    script = ROOT / "tests" / "deploy_torchless_check.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", _BLOCK + f"sys.argv = ['x', {str(index)!r}]\n"
+                          f"exec(open({str(script)!r}).read())"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout)
+    for task, m in models.items():
+        p = Predictor(m["export"])
+        want = [p.predict(path).to_dict() for path in images[task]]
+        assert got[task] == json.loads(json.dumps(want)), task
+
+
+def test_nms_equals_torchvision():
+    """The runtime's class-aware NMS keeps the same boxes, in the same order, as
+    torchvision's batched_nms (which the PyTorch models use)."""
+    import torch
+    from torchvision.ops import batched_nms as tv_batched_nms
+
+    from aicore.deploy.postprocess import batched_nms
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        n = int(rng.integers(1, 200))
+        xy = rng.uniform(0, 100, (n, 2)).astype(np.float32)
+        wh = rng.uniform(2, 40, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + wh], 1)
+        scores = rng.permutation(n).astype(np.float32) / n + 0.01  # distinct scores
+        labels = rng.integers(0, 3, n)
+        for iou in (0.3, 0.5, 0.65):
+            want = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
+                                  torch.from_numpy(labels), iou).numpy()
+            np.testing.assert_array_equal(batched_nms(boxes, scores, labels, iou), want)
