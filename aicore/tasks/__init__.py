@@ -11,5 +11,6 @@ def import_tasks() -> None:
     import aicore.optim.optimizers  # noqa: F401
     import aicore.optim.schedulers  # noqa: F401
     import aicore.engine.hooks  # noqa: F401
+    import aicore.engine.mlflow_hook  # noqa: F401  (imports mlflow only when used)
     for name in TASK_MODULES:
         importlib.import_module(name)

@@ -1,0 +1,61 @@
+"""MLflowHook against a real local tracking store (SQLite in tmp): the run, its parameters,
+per-epoch metrics and artifacts are found with mlflow.search_runs / the client."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import cls_config, run_cli, write_config
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def test_training_run_is_tracked(cls_root, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    hook = {"type": "MLflowHook", "tracking_uri": uri, "experiment": "aicore-test",
+            "run_name": "tiny", "log_checkpoint": True}
+    cfg = cls_config(cls_root, tmp_path / "run", hooks=[hook])
+    cfg["train"]["epochs"] = 2
+    path = write_config(tmp_path / "c.json", cfg)
+    old = mlflow.get_tracking_uri()
+    try:
+        # the hook must not disturb the caller's own active run
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("caller")
+        with mlflow.start_run(run_name="outer") as outer:
+            assert run_cli("-c", str(path), "-o", f"mlflow_artifacts={str(tmp_path)!r}") == 2
+            assert run_cli("-c", str(path)) == 0
+            assert mlflow.active_run().info.run_id == outer.info.run_id
+        runs = mlflow.search_runs(experiment_names=["aicore-test"], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(old)
+    assert len(runs) == 1  # the bad config above created no run
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
+    params = run.data.params
+    assert params["train.epochs"] == "2" and params["model.name"] == "resnet10t"
+    assert params["optimizer.type"] == "SGD" and params["task"] == "classification"
+    assert {"top1", "f1_macro", "lr", "train_loss"} <= set(run.data.metrics), run.data.metrics
+    client = mlflow.tracking.MlflowClient(uri)
+    for name in ("train_loss", "top1"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2]
+    # the values are the epoch's own validation metrics, as in work_dir/metrics.jsonl
+    rows = [json.loads(line) for line in
+            (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    top1 = [m.value for m in client.get_metric_history(run.info.run_id, "top1")]
+    assert top1 == pytest.approx([r["top1"] for r in rows if r["weights"] == "model"])
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "train.log"} <= names
+    assert any(n.endswith(".png") for n in names)
+    assert "checkpoints" in names
+
+
+def test_missing_hook_argument_is_a_config_error(cls_root, tmp_path, capsys):
+    hook = {"type": "MLflowHook", "tracking_uri": "sqlite:///x.db", "experimnet": "e"}
+    path = write_config(tmp_path / "c.json",
+                        cls_config(cls_root, tmp_path / "run", hooks=[hook]))
+    assert run_cli("-c", str(path)) == 2
+    assert "experimnet" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
