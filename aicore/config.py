@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
         "best_mode": "max",
         "log_interval": 20,
         "progress": True,
+        "save_interval": 0,  # also keep checkpoints/epoch_N.pth every N epochs (0 = off)
+        "keep_last": None,  # how many epoch_N.pth to keep (None = all)
         "hooks": [],
         "deterministic": False,
         # training strategies (classification; see notes/classification.md)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from loguru import logger
 
 from aicore.engine import dist
+from aicore.errors import ConfigError
 from aicore.registry import HOOKS
 
 
@@ -120,6 +122,20 @@ class CheckpointHook(Hook):
 
     priority = 50
 
+    def __init__(self, save_interval: int = 0, keep_last: int | None = None,
+                 priority: int | None = None) -> None:
+        super().__init__(priority)
+        if isinstance(save_interval, bool) or not isinstance(save_interval, int) or \
+                save_interval < 0:
+            raise ConfigError(f"train.save_interval = {save_interval!r}: give a whole number of "
+                              f"epochs (0 = only last.pth and best.pth)")
+        if keep_last is not None and (isinstance(keep_last, bool) or
+                                      not isinstance(keep_last, int) or keep_last < 1):
+            raise ConfigError(f"train.keep_last = {keep_last!r}: give how many epoch_N.pth to "
+                              f"keep (1 or more), or null to keep all")
+        self.save_interval = save_interval
+        self.keep_last = keep_last
+
     def after_epoch(self, trainer) -> None:
         lr = trainer.current_lr()
         trainer.history.append({"epoch": trainer.epoch + 1,
@@ -129,11 +145,22 @@ class CheckpointHook(Hook):
         trainer.epoch_record = {}
         # both files at once (all or none): after a failed write (full disk) last.pth and
         # best.pth still agree about which epoch is best
-        trainer.save_checkpoints(["last.pth", "best.pth"] if trainer.is_best else ["last.pth"])
+        names = ["last.pth", "best.pth"] if trainer.is_best else ["last.pth"]
+        epoch = trainer.epoch + 1
+        if self.save_interval and epoch % self.save_interval == 0:
+            names.append(f"epoch_{epoch:04d}.pth")  # train.save_interval: one to go back to
+        trainer.save_checkpoints(names)
+        if self.keep_last and dist.is_main():
+            kept = sorted((trainer.work_dir / "checkpoints").glob("epoch_*.pth"))
+            for old in kept[:-self.keep_last]:
+                old.unlink(missing_ok=True)
 
 
 @HOOKS.register("LoggerHook")
 class LoggerHook(Hook):
+    """Iteration lines every `train.log_interval` iterations and at each epoch's last one
+    (losses, lr, speed, ETA of the remaining training), and one line per finished epoch."""
+
     priority = 70
 
     def __init__(self, interval: int = 20, priority: int | None = None) -> None:
@@ -144,13 +171,18 @@ class LoggerHook(Hook):
         self.t0 = time.perf_counter()
 
     def after_iter(self, trainer) -> None:
-        i = trainer.inner_iter + 1
-        if self.interval and (i % self.interval == 0):
-            losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.last_losses.items())
-            lr = trainer.current_lr()
-            logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} iter "
-                        f"{i}/{trainer.iters_per_epoch} {losses}"
-                        + (f" lr={lr:.3e}" if lr is not None else ""))
+        i, n = trainer.inner_iter + 1, trainer.iters_per_epoch
+        if not self.interval or not (i % self.interval == 0 or i == n):
+            return
+        losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.last_losses.items())
+        lr = trainer.current_lr()
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        per_iter = elapsed / i
+        left = per_iter * ((n - i) + n * (trainer.max_epoch - trainer.epoch - 1))
+        speed = i * trainer.train_loader.batch_size * dist.world_size() / elapsed
+        logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} iter {i}/{n} {losses}"
+                    + (f" lr={lr:.3e}" if lr is not None else "")
+                    + f" ({speed:.0f} img/s, ETA {format_duration(left)})")
 
     def after_epoch(self, trainer) -> None:
         dt = time.perf_counter() - self.t0
@@ -200,7 +232,8 @@ class TensorboardHook(Hook):
 
 @HOOKS.register("ProgressHook")
 class ProgressHook(Hook):
-    """A tqdm bar per epoch with ETA and the running loss (rank 0, when enabled)."""
+    """A tqdm bar per epoch with ETA and the running loss (rank 0, train.progress, and only
+    when stderr is a terminal; log lines are then written above the bar by tqdm.write)."""
 
     priority = 90
 
@@ -209,7 +242,9 @@ class ProgressHook(Hook):
         self.bar = None
 
     def before_epoch(self, trainer) -> None:
-        if dist.is_main() and trainer.cfg.train.progress:
+        # a bar only on a terminal; in a log file, under nohup or in CI the LoggerHook's
+        # periodic lines (with ETA) are the progress report
+        if dist.is_main() and trainer.cfg.train.progress and sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=trainer.iters_per_epoch, leave=False, dynamic_ncols=True,
                             desc=f"epoch {trainer.epoch + 1}/{trainer.max_epoch}")
@@ -321,9 +356,17 @@ class FreezeBackboneHook(Hook):
                         else "backbone unfrozen: training all layers")
 
 
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
 def default_hooks(cfg) -> list[Hook]:
     t = cfg.train
     return [LRSchedulerHook(), EMAHook(), EvalHook(interval=int(t.eval_interval)),
-            CheckpointHook(), LoggerHook(interval=int(t.log_interval)), TensorboardHook(),
+            CheckpointHook(t.save_interval or 0, t.keep_last),
+            LoggerHook(interval=int(t.log_interval)), TensorboardHook(),
             ProgressHook(), CurvesHook()] + (
         [FreezeBackboneHook(int(t.freeze_backbone_epochs))] if t.freeze_backbone_epochs else [])

@@ -20,7 +20,16 @@ def setup_console() -> None:
     # called before the process group exists: torchrun's RANK tells which process this is
     rank = dist.rank() if dist.is_dist() else int(os.environ.get("RANK", 0))
     level = "INFO" if rank == 0 else "ERROR"
-    logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None)
+    if sys.stderr.isatty():
+        # through tqdm.write, so a line never lands on the progress bar's frame
+        logger.add(_above_bars, level=level, format=_FORMAT, colorize=True)
+    else:
+        logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None)
+
+
+def _above_bars(message: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(message, file=sys.stderr, end="")
 
 
 def add_file_sink(path: Path) -> None:
