@@ -65,17 +65,22 @@ def make_data(data: Path) -> None:
              categories=("weave",))
 
 
-def build(base: Path) -> dict[str, dict]:
-    """Train and export every task under base; returns per task {config, export}. The
-    segmentation task has a second export with sliding-window inference ("segmentation_sw")."""
+def build(base: Path, tasks: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Train and export every task (or those of `tasks`) under base; returns per task
+    {config, export, overrides}. Segmentation has a second export with sliding-window
+    inference ("segmentation_sw")."""
     data, work = base / "data", base / "runs"
     make_data(data)
     out = {}
     for task, cfg in _configs(data, work).items():
+        if tasks is not None and task not in tasks:
+            continue
         path = write_config(base / f"{task}.json", cfg)
         assert run_cli("-c", str(path)) == 0, task
         assert run_cli("-c", str(path), "-o", "mode=export") == 0, task
         out[task] = {"config": path, "export": Path(cfg["work_dir"]) / "export", "overrides": []}
+    if "segmentation" not in out:
+        return out
     seg = out["segmentation"]
     sw_export = Path(_configs(data, work)["segmentation"]["work_dir"]) / "export_sw"
     overrides = ["eval.sliding_window=true", f"export.out={sw_export}"]

@@ -1,0 +1,3 @@
+from aicore.deploy.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The files `python -m aicore.deploy predict` writes, in mode=demo's formats: annotated
+images, predictions.csv (the same columns as each task's demo_row), detections.json and
+segmentation's pred_masks/. Drawing reuses the tasks' own visualize modules, loaded from
+their files so that the task packages (which import torch) are not imported."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from aicore.data.io import imwrite, to_channels
+
+_TASK_DIR = Path(__file__).resolve().parents[1] / "tasks"
+
+
+def visualize_module(task: str):
+    """aicore/tasks/<task>/visualize.py without running aicore/tasks/<task>/__init__.py."""
+    name = f"aicore._deploy_visualize_{task}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _TASK_DIR / task / "visualize.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def draw(task: str, classes: list[str], rgb: np.ndarray, pred: dict[str, Any]) -> np.ndarray:
+    vis = visualize_module(task)
+    if task == "classification":
+        return vis.draw_label(rgb, f"{pred['label']} {pred['probability']:.2f}")
+    if task == "segmentation":
+        return vis.overlay(rgb, pred["mask"], classes)
+    if task == "detection":
+        return vis.draw_detections(rgb, pred["boxes"], pred["scores"], pred["labels"], classes)
+    return vis.overlay(rgb, pred["map"], pred["score"], pred["image_threshold"],
+                       pred["pixel_threshold"], pred["map_min"], pred["map_max"])
+
+
+def demo_row(task: str, classes: list[str], pred: dict[str, Any]) -> dict[str, Any]:
+    """The CSV columns of the task trainers' demo_row (tests check both write the same)."""
+    if task == "classification":
+        return {"predicted": pred["label"], "probability": f"{pred['probability']:.6f}",
+                "top5": ";".join(f"{n}:{p:.4f}" for n, p in pred["topk"])}
+    if task == "segmentation":
+        present = [n for n, f in zip(classes[1:], pred["fractions"][1:]) if f > 0]
+        return {"classes_present": ";".join(present),
+                "mean_confidence": f"{pred['confidence']:.4f}",
+                **{f"fraction_{n}": f"{f:.6f}" for n, f in zip(classes, pred["fractions"])}}
+    if task == "detection":
+        objects = "; ".join(f"{n} {s:.3f} {b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}"
+                            for n, s, b in zip(pred["names"], pred["scores"], pred["boxes"]))
+        return {"detections": len(pred["labels"]), "objects (class score x1 y1 x2 y2)": objects}
+    return {"verdict": "NG" if pred["ng"] else "OK", "score": f"{pred['score']:.6f}",
+            "threshold": f"{pred['image_threshold']:.6f}",
+            "defect_area": f"{pred['defect_area']:.6f}"}
+
+
+def display_image(raw: np.ndarray, name: str) -> np.ndarray:
+    display = to_channels(raw, 3, name)
+    if display.dtype != np.uint8:
+        display = (display * 255).clip(0, 255).astype(np.uint8)
+    return display
+
+
+def write_extra(task: str, classes: list[str], post: dict[str, Any],
+                results: list[dict[str, Any]], out: Path, source: Path) -> None:
+    """detections.json (detection) or pred_masks/ (segmentation), as mode=demo writes them."""
+    if task == "detection":
+        items = [{"source": r["source"], "frame": r["frame"],
+                  "detections": [{"class": n, "label": int(k), "score": round(float(s), 5),
+                                  "bbox_xyxy": [round(float(v), 2) for v in b]}
+                                 for n, k, s, b in zip(r["prediction"]["names"],
+                                                       r["prediction"]["labels"],
+                                                       r["prediction"]["scores"],
+                                                       r["prediction"]["boxes"])]}
+                 for r in results]
+        (out / "detections.json").write_text(json.dumps(
+            {"score_thresh": post.get("demo_score_thresh"), "images": items}, indent=1),
+            encoding="utf-8")
+    elif task == "segmentation":
+        from PIL import Image
+        flat = visualize_module("segmentation").palette(256).reshape(-1).tolist()
+        for r in results:
+            if r["frame"] is not None:
+                continue
+            name = Path(r["source"])
+            rel = name.relative_to(source) if source.is_dir() else Path(name.name)
+            target = out / "pred_masks" / rel.with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            im = Image.fromarray(r["prediction"]["mask"].astype(np.uint8))
+            im.putpalette(flat)
+            im.save(target)
+
+
+def save_drawn(out: Path, name: str, source: Path, drawn: np.ndarray) -> None:
+    rel = Path(name).relative_to(source) if source.is_dir() else Path(Path(name).name)
+    imwrite(out / rel.with_suffix(".png"), drawn)
+
+
+def video_writer(path: Path, drawn: np.ndarray):
+    h, w = drawn.shape[:2]
+    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
