@@ -14,7 +14,8 @@ mlflow = pytest.importorskip("mlflow")
 def test_training_run_is_tracked(cls_root, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     hook = {"type": "MLflowHook", "tracking_uri": uri, "experiment": "aicore-test",
-            "run_name": "tiny", "log_checkpoint": True}
+            "run_name": "tiny", "log_checkpoint": True,
+            "artifact_location": (tmp_path / "artifacts").as_uri()}
     cfg = cls_config(cls_root, tmp_path / "run", hooks=[hook])
     cfg["train"]["epochs"] = 2
     path = write_config(tmp_path / "c.json", cfg)
@@ -50,6 +51,7 @@ def test_training_run_is_tracked(cls_root, tmp_path):
     assert {"config.json", "train.log"} <= names
     assert any(n.endswith(".png") for n in names)
     assert "checkpoints" in names
+    assert (tmp_path / "artifacts" / run.info.run_id / "artifacts" / "config.json").is_file()
 
 
 def test_missing_hook_argument_is_a_config_error(cls_root, tmp_path, capsys):

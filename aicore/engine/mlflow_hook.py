@@ -47,6 +47,7 @@ class MLflowHook(Hook):
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "aicore",
                  run_name: str | None = None, tags: dict[str, str] | None = None,
+                 artifact_location: str | None = None,
                  log_checkpoint: bool = False, log_export: bool = False,
                  priority: int | None = None) -> None:
         super().__init__(priority)
@@ -58,6 +59,7 @@ class MLflowHook(Hook):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
+        self.artifact_location = artifact_location  # for a new experiment; None = MLflow's
         self.tags = dict(tags or {})
         self.log_checkpoint = log_checkpoint
         self.log_export = log_export
@@ -82,7 +84,8 @@ class MLflowHook(Hook):
             logger.info(f"MLflow: continuing run {self.run_id}")
             return
         exp = self.client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(
+            self.experiment, artifact_location=self.artifact_location)
         tags = {"aicore.task": trainer.task, "aicore.work_dir": str(trainer.work_dir),
                 **self.tags}
         run = self.client.create_run(exp_id, run_name=self.run_name or trainer.work_dir.name,
