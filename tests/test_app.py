@@ -239,3 +239,65 @@ def test_cli_bad_arguments(tmp_path, capsys):
         main(["--runs", str(tmp_path), "--data", str(tmp_path / "missing")])
     assert e.value.code == 2
     assert capsys.readouterr().err.startswith("error: --data")
+
+
+def _fake_run(folder: Path, epochs: int, log: list[str], lock_pid: int | None = None) -> Path:
+    import socket
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"task": "classification",
+                                                    "train": {"epochs": epochs}}))
+    (folder / "train.log").write_text("\n".join(log) + "\n")
+    if lock_pid is not None:
+        (folder / ".lock").write_text(json.dumps({"pid": lock_pid, "host": socket.gethostname(),
+                                                  "started": 0}))
+    return folder
+
+
+def test_status_and_live_progress(tmp_path):
+    import subprocess
+    import sys
+    from aicore.app import runs
+    ts = "2026-12-01 10:00:0{} | INFO    | "
+    done1 = ts.format(1) + "epoch 1/3 done in 4.0s (10 img/s) mean loss=0.9000"
+    it = ts.format(3) + "epoch 2/3 iter 5/10 loss=0.5000 lr=1.000e-03 (12 img/s, ETA 1m 03s)"
+    err = ts.format(4) + "| ERROR   | boom"
+    live = _fake_run(tmp_path / "live", 3, [done1, it], lock_pid=os.getpid())
+    p = runs.progress(live)
+    assert (p["epoch"], p["iter"], p["iters"], p["loss"]["loss"]) == (1, 5, 10, 0.5)
+    assert p["eta_s"] == pytest.approx((3 - 1 - 0.5) * 4.0) and p["eta_text"] == "1m 03s"
+    assert runs.summary(tmp_path, live)["status"] == "running"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = _fake_run(tmp_path / "stale", 3, [done1], lock_pid=dead.pid)
+    assert runs.summary(tmp_path, stale)["status"] == "interrupted"
+    failed = _fake_run(tmp_path / "failed", 3, [done1, err.replace("| INFO    | ", "")])
+    assert runs.summary(tmp_path, failed)["status"] == "failed"
+    assert runs.summary(tmp_path, failed, job_state="queued")["status"] == "queued"
+
+
+@pytest.mark.slow
+def test_predict_uses_export_through_deploy_runtime(client, world):
+    pytest.importorskip("onnxruntime")
+    from conftest import run_cli
+    import shutil
+
+    from aicore.app.predict import has_deploy
+    if not has_deploy():
+        pytest.skip("aicore.deploy is not importable")
+    assert run_cli("-c", str(world.runs / "cls_a" / "config.json"), "-o", "mode=export") == 0
+    img = sorted((world.data / "cls" / "val").rglob("*.png"))[0]
+    try:
+        r = client.post("/api/predict", data={"run": "cls_a"},
+                        files={"file": ("x.png", img.read_bytes(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert "deploy runtime" in r.json()["backend"]
+        # without the export the checkpoint answers, with the same class
+        shutil.move(str(world.runs / "cls_a" / "export"), str(world.runs / "cls_a" / "exp.bak"))
+        r2 = client.post("/api/predict", data={"run": "cls_a"},
+                         files={"file": ("x.png", img.read_bytes(), "image/png")})
+        assert "checkpoint" in r2.json()["backend"]
+        assert r2.json()["result"]["predicted"] == r.json()["result"]["predicted"]
+    finally:
+        bak = world.runs / "cls_a" / "exp.bak"
+        if bak.exists():
+            shutil.move(str(bak), str(world.runs / "cls_a" / "export"))

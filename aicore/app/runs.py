@@ -21,6 +21,7 @@ SKIP_DIRS = {"checkpoints", "tensorboard", "eval", "demo", "export", "export.fai
 _TS = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
 _EPOCH_DONE = re.compile(r"epoch (\d+)/(\d+) done in ([\d.]+)s.*?(?:mean (.*))?$")
 _ITER = re.compile(r"epoch (\d+)/(\d+) iter (\d+)/(\d+) (.*)$")
+_ETA = re.compile(r"ETA ([^)]+)\)")
 _PAIR = re.compile(r"([A-Za-z_][\w.]*)=([-+\d.eE]+|nan|inf)")
 _DEFAULT_METRIC = {}
 
@@ -105,7 +106,8 @@ def parse_log(run: Path) -> dict[str, Any]:
             values = {k: float(v) for k, v in _PAIR.findall(m.group(5))}
             out["last_iter"] = {"epoch": int(m.group(1)), "total": int(m.group(2)),
                                 "iter": int(m.group(3)), "iters": int(m.group(4)),
-                                "values": values, "time": ts}
+                                "values": values, "time": ts,
+                                "eta": (_ETA.search(m.group(5)) or [None, None])[1]}
     return out
 
 
@@ -205,6 +207,7 @@ def progress(run: Path) -> dict[str, Any]:
     loss = (it or {}).get("values") or (epochs[-1]["losses"] if epochs else {})
     return {"epoch": done, "epochs": total, "iter": it["iter"] if it else None,
             "iters": it["iters"] if it else None, "loss": loss, "eta_s": eta,
+            "eta_text": it.get("eta") if it else None,
             "running": lock_alive(run), "log_tail": tail(run / "train.log", 15)}
 
 

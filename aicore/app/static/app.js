@@ -83,7 +83,7 @@ async function initRun() {
     const loss = Object.entries(p.loss || {}).map(([k, v]) => `${esc(k)} ${fmt(v)}`).join(", ");
     $("#progress").innerHTML = `<span id="run-status" class="status-${esc(p.status)}">${esc(p.status)}</span> ·
       epoch ${p.epoch}/${p.epochs ?? "?"}${p.iter ? ` · iteration ${p.iter}/${p.iters}` : ""}${loss ? " · " + loss : ""}
-      ${p.eta_s != null && p.status === "running" ? ` · ETA ${p.eta_s.toFixed(0)} s` : ""}`;
+      ${p.status === "running" && (p.eta_text || p.eta_s != null) ? ` · ETA <span id="eta">${esc(p.eta_text || p.eta_s.toFixed(0) + " s")}</span>` : ""}`;
     $("#logtail").textContent = p.log_tail.join("\n");
     $("#curves").innerHTML = curveCharts({[id]: await getJSON(`/api/run/${enc(id)}/curves`)});
     if (p.status === "running" || p.status === "queued") setTimeout(poll, 2000);
