@@ -207,3 +207,40 @@ def test_nms_equals_torchvision():
             want = tv_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
                                   torch.from_numpy(labels), iou).numpy()
             np.testing.assert_array_equal(batched_nms(boxes, scores, labels, iou), want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classification", "segmentation", "detection", "anomaly"])
+def test_predict_command_writes_what_demo_writes(task, models, images, tmp_path):
+    """`python -m aicore.deploy predict` (a real subprocess) writes the same annotated images,
+    predictions.csv and task files as mode=demo through the same export."""
+    m = models[task]
+    src = images[task][0].parent
+    demo_out, cli_out = tmp_path / "demo", tmp_path / "cli"
+    assert run_cli("-c", str(m["config"]), "-o", "mode=demo", "-o", f"demo.source={src}",
+                   "-o", f"demo.out={demo_out}", "-o", "demo.backend=onnx") == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "aicore.deploy", "predict", str(m["export"]),
+                          str(src), "--out", str(cli_out)], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    files = sorted(str(p.relative_to(demo_out)) for p in demo_out.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(cli_out)) for p in cli_out.rglob("*")
+                           if p.is_file())
+    assert len(files) > len(images[task])
+    for rel in files:
+        a, b = demo_out / rel, cli_out / rel
+        if rel.endswith(".png"):
+            np.testing.assert_array_equal(_read(a), _read(b), err_msg=rel)
+        else:
+            assert a.read_text() == b.read_text(), rel
+
+
+def test_predict_command_errors(models, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "aicore.deploy", "predict",
+                          str(tmp_path / "missing"), str(tmp_path), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith("error: ")
+    assert not (tmp_path / "o").exists()
