@@ -197,7 +197,8 @@ def train(config: ConfigLike, overrides: Overrides = None) -> TrainResult | dict
         ckpts = Path(trainer.cfg.work_dir) / "checkpoints"
         last = getattr(trainer, "last_metrics", None) or {}
         if isinstance(last.get("model"), Mapping):  # {"model": {...}, "ema": {...}}
-            last = last.get("ema") or last["model"]
+            which = best.get("weights") if isinstance(best, Mapping) else None
+            last = last.get(which or "model") or last["model"]
         if not last and trainer.history:
             last = {k[4:]: v for k, v in trainer.history[-1].items() if k.startswith("val_")}
         if not last and isinstance(best, Mapping) and "value" not in best:

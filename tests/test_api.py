@@ -74,6 +74,9 @@ def test_evaluate_and_load_predict(api_run, cls_root):
     many = model.predict([images[1], arr])
     assert [r.class_id for r in many] == [many[0].class_id] * 2
     assert np.allclose(many[0].probs, many[1].probs, atol=1e-5)
+    ex = aicore.export(cfg_path, {"export": {"formats": ["onnx"], "parity_images": 2}})
+    assert isinstance(ex, aicore.ExportResult) and ex.onnx == work / "export" / "model.onnx"
+    assert ex.onnx.is_file() and ex.torchscript is None and 0 <= ex.max_abs_diff <= 1e-4
     # a checkpoint file loads the same model
     again = aicore.load(work / "checkpoints" / "best.pth").predict(images[0])
     assert np.allclose(again.probs, one.probs, atol=1e-5)
