@@ -115,8 +115,8 @@ def run(config: str, overrides: list[str], check_only: bool = False):
     from aicore.tasks import import_tasks
 
     setup_console()
-    import_tasks()
     cfg = C.load_config(config, overrides)
+    import_tasks([cfg.task] if isinstance(cfg.task, str) else None)  # only the task in use
     import_custom_modules(list(cfg.custom_imports or []))
     C.validate(cfg)
     if check_only:
