@@ -244,3 +244,14 @@ def test_predict_command_errors(models, tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and res.stderr.startswith("error: ")
     assert not (tmp_path / "o").exists()
+
+
+def test_anomaly_rule_at_the_threshold():
+    """NG when score >= threshold; a score equal to the threshold, or below it by float32
+    noise (the same image scored in a batch vs alone), is NG on every path."""
+    from aicore.deploy.postprocess import is_defect
+    thr = 7.631912
+    assert is_defect(thr, thr) and is_defect(np.float32(thr), thr)
+    assert is_defect(float(np.nextafter(np.float32(thr), np.float32(0))), thr)
+    assert not is_defect(thr * (1 - 1e-3), thr) and is_defect(thr * 1.001, thr)
+    assert is_defect(0.0, 0.0) and not is_defect(-0.01, 0.0)

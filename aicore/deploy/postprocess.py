@@ -11,11 +11,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 
+#: relative margin of the anomaly rule: scores this close below the threshold count as equal
+SCORE_RTOL = 1e-5
+
+
 def is_defect(score: float, threshold: float) -> bool:
-    """The one anomaly verdict rule of every path (eval, demo, export, deploy): NG when
-    score >= threshold, both compared as float32 (the precision the model computes in), so a
-    score equal to the threshold is NG everywhere."""
-    return bool(np.float32(score) >= np.float32(threshold))
+    """The one anomaly verdict rule of every path (eval report, demo, overlay, deploy): NG
+    when score >= threshold.
+
+    The F1-optimal threshold is itself one image's score, computed in an evaluation batch;
+    the same image scored alone (demo, ONNX) differs in the last float32 bits, which used to
+    flip it from NG (eval) to OK (demo). Scores within SCORE_RTOL (relative) below the
+    threshold therefore count as equal to it, on every path alike."""
+    thr = float(np.float32(threshold))
+    return bool(float(np.float32(score)) >= thr - SCORE_RTOL * max(1.0, abs(thr)))
 
 
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:

@@ -34,6 +34,11 @@ from aicore.deploy.postprocess import is_defect
 from aicore.tasks.anomaly.models import AnomalyModel
 
 
+def _ng_share(scores: np.ndarray, thr: float) -> float:
+    """Share of the scores judged NG by the one verdict rule (is_defect)."""
+    return float(np.mean([is_defect(v, thr) for v in scores])) if len(scores) else float("nan")
+
+
 def fingerprint(path: Path) -> str:
     """Identifies one checkpoint file (size and modification time), so a threshold.json
     computed for an earlier training run in the same folder is not used for a new one."""
@@ -185,14 +190,14 @@ class AnomalyTrainer(BaseTrainer):
             w = csv.writer(f)
             w.writerow(["defect_type", "images", "image_AUROC", "correct_at_threshold"])
             if len(good):
-                w.writerow(["good", len(good), "", f"{float((good < thr).mean()):.4f}"])
+                w.writerow(["good", len(good), "", f"{1 - _ng_share(good, thr):.4f}"])
             for t in dataset.defect_types:
                 s = evaluator.scores[types == t]
                 if not len(s):
                     continue
                 auroc = roc_auc_score(np.r_[np.zeros(len(good)), np.ones(len(s))],
                                       np.r_[good, s]) if len(good) else float("nan")
-                w.writerow([t, len(s), f"{auroc:.4f}", f"{float((s >= thr).mean()):.4f}"])
+                w.writerow([t, len(s), f"{auroc:.4f}", f"{_ng_share(s, thr):.4f}"])
 
     # -- deployment: demo and export -----------------------------------------------------------
 
