@@ -129,6 +129,10 @@ def _read_json(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                          f"offset {e.start}); save the config as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
@@ -219,7 +223,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     for text in overrides or []:
         parts, value = parse_override(text)
         _apply_override(cfg, parts, value)
-        origins[".".join(parts)] = f"-o {text}"
+        key = ".".join(parts)
+        for stale in [k for k in origins if k.startswith(key + ".")]:
+            del origins[stale]  # what the file set below this key is gone
+        origins[key] = f"-o {text}"
+        if isinstance(value, dict):
+            _record(value, f"-o {text}", origins, key + ".")
     if cfg.get("work_dir") is None:
         cfg["work_dir"] = str(Path("runs") / path.stem)
     cfg["_origins"] = origins
@@ -288,6 +297,9 @@ def check_kwargs(obj: Any, kwargs: dict, path: str, cfg: dict, injected: set[str
                 raise ConfigError(f"'{path}.{key}'{where(cfg, path + '.' + key)}: "
                                   f"{kwargs.get('type', getattr(obj, '__name__', obj))} has no "
                                   f"argument '{key}'.{hint}")
+    from aicore.config_values import check_arg_values
+    slot = "train.hooks" if path.startswith("train.hooks.") and path.count(".") == 2 else path
+    check_arg_values(params, kwargs, path, slot, cfg, where)
     for name, p in params.items():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not p.empty:
             continue
@@ -319,8 +331,10 @@ def check_component(node: Any, registry: Registry, path: str, cfg: dict,
 
 def validate(cfg: DotMap) -> None:
     """Check the whole config before any work starts."""
+    from aicore.config_values import check_values
     raw = cfg.toDict()
     check_keys({k: v for k, v in raw.items() if not k.startswith("_")}, DEFAULTS, "", raw)
+    check_values(raw, where)
     if raw["task"] not in TASKS:
         raise ConfigError(f"'task' = {raw['task']!r}{where(raw, 'task')}: choose one of "
                           f"{', '.join(TASKS)}")

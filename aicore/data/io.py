@@ -75,6 +75,7 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
 def read_labels_file(path: Path, separator: str | None) -> list[str]:
     """labels.txt: one class name per line, optionally ``name<sep>index`` (indices 0..N-1)."""
     names: dict[int, str] = {}
+    first_line: dict[str, int] = {}
     for n, line in read_lines(path):
         parts = line.split(separator) if separator else line.split()
         if len(parts) >= 2 and parts[-1].strip().lstrip("-").isdigit():
@@ -83,6 +84,10 @@ def read_labels_file(path: Path, separator: str | None) -> list[str]:
             name, idx = line, len(names)
         if idx in names:
             raise DataError(f"{path}:{n}: class index {idx} is used twice")
+        if name in first_line:
+            raise DataError(f"{path}:{n}: class name {name!r} is already on line "
+                            f"{first_line[name]}; each class needs its own name")
+        first_line[name] = n
         names[idx] = name
     if not names:
         raise DataError(f"{path} lists no classes; write one class name per line")
