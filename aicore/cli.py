@@ -117,6 +117,7 @@ def run(config: str, overrides: list[str], check_only: bool = False):
     setup_console()
     cfg = C.load_config(config, overrides)
     import_tasks([cfg.task] if isinstance(cfg.task, str) else None)  # only the task in use
+    C.check_custom_imports(cfg)
     import_custom_modules(list(cfg.custom_imports or []))
     C.validate(cfg)
     if check_only:

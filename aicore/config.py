@@ -219,7 +219,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     path = Path(path)
     origins: dict[str, str] = {}
     cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, _load_file(path, origins), str(path), origins)
+    # _load_file records which file set each key (a _base_ or the file itself); merging the
+    # result into the defaults must not re-blame them all on the top file
+    _merge(cfg, _load_file(path, origins), str(path), {})
     for text in overrides or []:
         parts, value = parse_override(text)
         _apply_override(cfg, parts, value)
@@ -257,6 +259,15 @@ def where(cfg: DotMap | dict, key: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Validation
+
+
+def check_custom_imports(cfg: DotMap) -> None:
+    """custom_imports is used before the rest is validated (it fills the registries)."""
+    from aicore.config_values import RULES, describe_problem, find_problem
+    raw = cfg.toDict()
+    found = find_problem(RULES["custom_imports"], raw.get("custom_imports"), "custom_imports")
+    if found is not None:
+        raise ConfigError(describe_problem(found, where(raw, "custom_imports")))
 
 
 def check_keys(node: dict, schema: dict, prefix: str, cfg: dict) -> None:

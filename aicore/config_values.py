@@ -34,7 +34,7 @@ class Rule:
     items: "Rule | None" = None  # list items
     length: int | None = None  # exact list length
     keys: dict = field(default_factory=dict)  # dict: allowed keys and their rules
-    alt: tuple[str, ...] = ()  # other accepted kinds (e.g. bool or str)
+    alt: tuple = ()  # other accepted kinds ("bool", "str") or Rules
     pattern: str | None = None  # str: full-match regex
     min_items: int = 0
 
@@ -64,7 +64,7 @@ class Rule:
             if self.pattern:
                 text += f" like {self.pattern}"
         for a in self.alt:
-            text += " or " + Rule(a).describe()
+            text += " or " + (a if isinstance(a, Rule) else Rule(a)).describe()
         for v in self.also:
             text += f" or {json.dumps(v)}"
         if self.nullable and self.kind != "choice":
@@ -104,7 +104,9 @@ def find_problem(rule: Rule, value: Any, key: str) -> tuple[str, Rule | None, An
         ok = any(value == c and type(value) is type(c) for c in rule.choices)
         return None if ok else (key, rule, value)
     if not _kind_ok(rule.kind, value):
-        return None if any(_kind_ok(a, value) for a in rule.alt) else (key, rule, value)
+        ok = any(find_problem(a, value, key) is None if isinstance(a, Rule) else _kind_ok(a, value)
+                 for a in rule.alt)
+        return None if ok else (key, rule, value)
     if rule.kind in ("int", "number"):
         if rule.low is not None and (value < rule.low or (rule.low_open and value == rule.low)):
             return key, rule, value
@@ -152,7 +154,7 @@ RULES: dict[str, Rule] = {
     "data": Rule("dict"),
     "data.root": PATH,
     "data.in_channels": Rule("choice", choices=(1, 3)),
-    "data.input_size": Rule("list", length=2, items=INT1, alt=("int",)),
+    "data.input_size": Rule("list", length=2, items=INT1, alt=(INT1,)),
     "data.batch_size": Rule("int", low=1, also=(-1,)),
     "data.val_batch_size": Rule("int", low=1, also=(-1,), nullable=True),
     "data.num_workers": INT0,

@@ -1,0 +1,189 @@
+"""Every plain config value and component argument is checked before work starts: one line
+naming the key, what was expected, the value and where it was set, exit status 2, with and
+without --check, and no work_dir created."""
+import json
+
+import pytest
+
+from aicore.config import DEFAULTS, OPEN_DICTS
+from aicore.config_values import RULES
+from tests.conftest import cls_config, run_cli, write_config
+
+# (override, text the message must contain)
+OVERRIDES = [
+    ("train.epochs=abc", "'train.epochs' = \"abc\" (set in -o train.epochs=abc): expected an "
+                         "integer >= 1"),
+    ("train.epochs=1e400", "'train.epochs' = Infinity"),
+    ("train.epochs=-3", "'train.epochs' = -3"),
+    ("train.epochs=1.5", "'train.epochs' = 1.5"),
+    ("train.epochs=0", "expected an integer >= 1"),
+    ("train.epochs=true", "'train.epochs' = true"),
+    ("train.epochs=null", "'train.epochs' = null"),
+    ("data=5", "'data' = 5 (set in -o data=5): expected an object"),
+    ("train=[]", "'train' = []"),
+    ("eval=1", "'eval' = 1"),
+    ("train.ema=5", "'train.ema' = 5"),
+    ("train.ema=\"yes\"", "'train.ema' = \"yes\""),
+    ('train.ema={"decay": 2}', "'train.ema.decay' = 2"),
+    ('train.ema={"decay": 0}', "expected a number in (0, 1]"),
+    ('train.ema={"decy": 0.9}', "'train.ema.decy'"),
+    ('train.ema={"warmup": 1}', "'train.ema.warmup' = 1"),
+    ("data.num_workers=-1", "'data.num_workers' = -1 (set in -o data.num_workers=-1): expected "
+                            "an integer >= 0"),
+    ("data.num_workers=two", "'data.num_workers' = \"two\""),
+    ("data.batch_size=0", "'data.batch_size' = 0"),
+    ("data.batch_size=-2", "or -1"),
+    ("data.batch_size=8.5", "'data.batch_size' = 8.5"),
+    ("data.val_batch_size=0", "'data.val_batch_size' = 0"),
+    ("data.input_size=[0,0]", "'data.input_size' = [0, 0]"),
+    ("data.input_size=[32]", "a list of 2 items"),
+    ("data.input_size=[32,32,3]", "'data.input_size' = [32, 32, 3]"),
+    ("data.input_size=big", "'data.input_size' = \"big\""),
+    ("data.input_size=-5", "'data.input_size' = -5"),
+    ("data.mean=[0.5,2,0.5]", "'data.mean' = [0.5, 2, 0.5]"),
+    ("data.std=[0.2,0,0.2]", "'data.std'"),
+    ("data.mean=0.5", "'data.mean' = 0.5"),
+    ("data.auto_batch_fraction=1.5", "'data.auto_batch_fraction' = 1.5"),
+    ("data.auto_batch_fraction=0", "expected a number in (0, 1]"),
+    ("data.root=5", "'data.root' = 5"),
+    ("data.train.transforms=5", "'data.train.transforms' = 5"),
+    ("optimizer.lr=-1", "'optimizer.lr' = -1 (set in -o optimizer.lr=-1): expected a number > 0"),
+    ("optimizer.lr=0", "'optimizer.lr' = 0"),
+    ("optimizer.lr=fast", "'optimizer.lr' = \"fast\""),
+    ("optimizer.momentum=1.5", "'optimizer.momentum' = 1.5"),
+    ("optimizer.weight_decay=-0.1", "'optimizer.weight_decay' = -0.1"),
+    ("optimizer.nesterov=1", "'optimizer.nesterov' = 1"),
+    ("scheduler.warmup_epochs=-1", "'scheduler.warmup_epochs' = -1"),
+    ("scheduler.warmup_ratio=2", "'scheduler.warmup_ratio' = 2"),
+    ("scheduler.min_lr_ratio=x", "'scheduler.min_lr_ratio' = \"x\""),
+    ('scheduler={"type": "step", "gamma": -0.5}', "'scheduler.gamma' = -0.5"),
+    ('scheduler={"type": "multistep", "milestones": [-1]}', "'scheduler.milestones' = [-1]"),
+    ('train.hooks=[{"type": "EMAHook", "priority": "x"}]', "'train.hooks.0.priority' = \"x\""),
+    ("train.accumulate=0", "'train.accumulate' = 0"),
+    ("train.clip_grad=-1", "'train.clip_grad' = -1"),
+    ("train.clip_grad=0", "expected a number > 0 or null"),
+    ("train.device=gpu", "'train.device' = \"gpu\""),
+    ("train.device=cuda:x", "'train.device' = \"cuda:x\""),
+    ("train.amp=fp32", "'train.amp' = \"fp32\""),
+    ("train.amp=true", "'train.amp' = true"),
+    ("train.sync_bn=yes", "'train.sync_bn' = \"yes\""),
+    ("train.eval_interval=0", "'train.eval_interval' = 0"),
+    ("train.best_mode=maximum", "'train.best_mode' = \"maximum\""),
+    ("train.log_interval=-5", "'train.log_interval' = -5"),
+    ("train.hooks={}", "'train.hooks' = {}"),
+    ("train.hooks=[5]", "'train.hooks' = [5]"),
+    ("train.class_balance=weights", "'train.class_balance' = \"weights\""),
+    ("train.freeze_backbone_epochs=-1", "'train.freeze_backbone_epochs' = -1"),
+    ("train.mixup=0.5", "'train.mixup' = 0.5"),
+    ("train.resume=3", "'train.resume' = 3"),
+    ("train.save_interval=-1", "'train.save_interval' = -1"),
+    ("train.keep_last=0", "'train.keep_last' = 0"),
+    ("seed=1.5", "'seed' = 1.5"),
+    ("custom_imports=mod", "'custom_imports' = \"mod\""),
+    ("eval.tta=flip", "'eval.tta' = \"flip\" (set in -o eval.tta=flip): expected one of null, "
+                      "\"hflip\", \"tencrop\""),
+    ("eval.split=training", "'eval.split' = \"training\""),
+    ("eval.weights=best", "'eval.weights' = \"best\""),
+    ("eval.tsne=1", "'eval.tsne' = 1"),
+    ("eval.sliding_window=5", "'eval.sliding_window' = 5"),
+    ('eval.sliding_window={"window": [0, 64]}', "'eval.sliding_window.window' = [0, 64]"),
+    ('eval.sliding_window={"overlap": 2}', "'eval.sliding_window.overlap' = 2"),
+    ("demo.cam=gradcam", "'demo.cam' = \"gradcam\""),
+    ("demo.max_images=0", "'demo.max_images' = 0"),
+    ("demo.score_thresh=1.5", "'demo.score_thresh' = 1.5"),
+    ("demo.backend=tensorrt", "'demo.backend' = \"tensorrt\""),
+    ('export.formats=["onnx","trt"]', "'export.formats' = [\"onnx\", \"trt\"]"),
+    ("export.formats=[]", "(at least 1)"),
+    ("export.formats=onnx", "'export.formats' = \"onnx\""),
+    ("export.opset=3", "'export.opset' = 3"),
+    ("export.tolerance=0", "'export.tolerance' = 0"),
+    ("export.parity_images=-1", "'export.parity_images' = -1"),
+    ("export.half=fp16", "'export.half' = \"fp16\""),
+    ("export.benchmark_iters=0", "'export.benchmark_iters' = 0"),
+]
+
+
+@pytest.fixture
+def cfg_path(tmp_path, cls_root):
+    return write_config(tmp_path / "cfg.json", cls_config(cls_root, tmp_path / "run"))
+
+
+def _refused(capsys, *args) -> str:
+    code = run_cli(*args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("override,needle", OVERRIDES, ids=[o for o, _ in OVERRIDES])
+def test_bad_value_refused(capsys, tmp_path, cfg_path, override, needle):
+    before = cfg_path.read_bytes()
+    for extra in (["--check"], []):
+        line = _refused(capsys, "-c", str(cfg_path), "-o", override, *extra)
+        assert needle in line, line
+        assert f"(set in -o {override})" in line, line  # blamed on the -o, not on the file
+    assert not (tmp_path / "run").exists()
+    assert cfg_path.read_bytes() == before
+
+
+def test_value_from_the_file_is_blamed_on_the_file(capsys, tmp_path, cls_root):
+    cfg = cls_config(cls_root, tmp_path / "run", epochs="ten")
+    path = write_config(tmp_path / "cfg.json", cfg)
+    line = _refused(capsys, "-c", str(path), "--check")
+    assert f"'train.epochs' = \"ten\" (set in {path}): expected an integer >= 1" in line
+    # an -o that replaces the whole section takes the blame for what is below it
+    line = _refused(capsys, "-c", str(path), "-o", 'train={"epochs": -1}', "--check")
+    assert "'train.epochs' = -1 (set in -o train={\"epochs\": -1})" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_value_from_a_base_file_is_blamed_on_the_base(capsys, tmp_path, cls_root):
+    base = write_config(tmp_path / "base.json", {"data": {"num_workers": -4}})
+    cfg = cls_config(cls_root, tmp_path / "run")
+    del cfg["data"]["num_workers"]
+    path = write_config(tmp_path / "child.json", {"_base_": "base.json", **cfg})
+    line = _refused(capsys, "-c", str(path), "--check")
+    assert f"'data.num_workers' = -4 (set in {base})" in line
+
+
+def test_non_utf8_config(capsys, tmp_path, cls_root):
+    path = tmp_path / "latin1.json"
+    text = json.dumps(cls_config(cls_root, tmp_path / "run"), indent=2)
+    path.write_bytes(text.replace('"seed": 0', '"seed": 0, "work_dir": "caf\xe9"')
+                     .encode("latin-1"))
+    line = _refused(capsys, "-c", str(path), "--check")
+    assert str(path) in line and "not UTF-8" in line and "0xe9" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_duplicate_class_name_in_labels_file(capsys, tmp_path):
+    from aicore.tasks.classification.synthetic import make
+    root = make(tmp_path / "lst", layout="list", n_train=2, n_val=1, n_test=1)
+    labels = root / "labels.txt"
+    names = labels.read_text().split()
+    labels.write_text("\n".join(names[:-1] + [names[0]]) + "\n")
+    path = write_config(tmp_path / "c.json", cls_config(root, tmp_path / "run"))
+    line = _refused(capsys, "-c", str(path))
+    assert f"{labels}:{len(names)}" in line and repr(names[0]) in line and "line 1" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_plain_key_has_a_rule():
+    def keys(node, prefix=""):
+        for k, v in node.items():
+            yield prefix + k
+            if isinstance(v, dict) and v and prefix + k not in OPEN_DICTS:
+                yield from keys(v, prefix + k + ".")
+    missing = [k for k in keys(DEFAULTS) if k not in RULES and k not in ("task", "mode")]
+    assert not missing
+
+
+def test_defaults_satisfy_their_rules():
+    from aicore.config_values import find_problem
+    for key, rule in RULES.items():
+        node = DEFAULTS
+        for part in key.split("."):
+            node = node[part]
+        assert find_problem(rule, node, key) is None, key
