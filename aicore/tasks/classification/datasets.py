@@ -27,8 +27,9 @@ class ClassificationDataset(Dataset):
     """Images and class indices for one split.
 
     cache: decode every image once into RAM (small datasets; saves decoding each epoch).
-    verify: decode every image at start-up so a corrupt file fails before training, not in
-    epoch 37 (turn off for very large datasets).
+    verify: check every image at start-up so a corrupt file fails before training, not in
+    epoch 37: with cache, by the one decode that fills the cache; without, by checking the file
+    structure (aicore/data/verify.py), since the loader decodes each image anyway.
     """
 
     def __init__(self, root: str, split: str, in_channels: int = 3, transform: Any = None,
@@ -59,9 +60,10 @@ class ClassificationDataset(Dataset):
         counts = np.bincount([t for _, t in self.samples], minlength=len(self.classes))
         self.class_counts = counts.tolist()
         self.cache: list[np.ndarray] | None = None
-        if cache or verify:
-            images = self._decode_all()
-            self.cache = images if cache else None
+        if cache:
+            self.cache = self._decode_all()  # decoding for the cache is the verification
+        elif verify:
+            self._check_all()  # file structure only: the loader decodes each image anyway
 
     # -- layouts ------------------------------------------------------------------------------
 
@@ -123,6 +125,11 @@ class ClassificationDataset(Dataset):
                 raise DataError(f"{listing}:{n}: image not found: {path}")
             samples.append((str(path), target))
         return samples
+
+    def _check_all(self) -> None:
+        from aicore.data.verify import check_image
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda s: check_image(s[0], self.in_channels), self.samples))
 
     def _decode_all(self) -> list[np.ndarray]:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
