@@ -61,3 +61,20 @@ def test_missing_hook_argument_is_a_config_error(cls_root, tmp_path, capsys):
     assert run_cli("-c", str(path)) == 2
     assert "experimnet" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_resumed_run_continues_the_same_mlflow_run(cls_root, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    hook = {"type": "MLflowHook", "tracking_uri": uri, "experiment": "resume",
+            "artifact_location": (tmp_path / "artifacts").as_uri()}
+    cfg = cls_config(cls_root, tmp_path / "run", hooks=[hook])
+    cfg["train"]["epochs"] = 1
+    path = write_config(tmp_path / "c.json", cfg)
+    assert run_cli("-c", str(path)) == 0
+    assert run_cli("-c", str(path), "-o", "train.epochs=2", "-o", "train.resume=true") == 0
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name("resume")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")]
+    assert steps == [1, 2]
