@@ -88,6 +88,7 @@ def test_non_editable_install_in_a_fresh_venv_trains_the_quickstart(tmp_path):
     """Build a wheel, install it (no dependencies, no network) into a new venv whose only
     extra path is this environment's site-packages (for torch & co.; its .pth files, including
     the editable install of AICore, are not processed there), then train from an empty dir."""
+    pytest.importorskip("setuptools")  # the build backend, used without build isolation
     src = _copy_source(tmp_path / "src")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PIP_NO_INDEX": "1",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
