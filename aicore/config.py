@@ -106,7 +106,8 @@ DEFAULTS: dict[str, Any] = {
                "half_tolerance": 0.01,  # FP16 parity bound against the float32 model
                "benchmark": False,  # latency / FPS of PyTorch, TorchScript and ONNX Runtime
                "benchmark_iters": 50,
-               "nms": False},  # detection: NMS inside the graph ((K, 7) rows, not dense boxes)
+               "nms": False,  # detection: NMS inside the graph ((K, 7) rows, not dense boxes)
+               "simplify": False},  # onnxslim the ONNX graph (checked for parity like the rest)
 }
 
 OPEN_DICTS = {"data.dataset", "data.train.dataset", "data.val.dataset", "data.test.dataset",

@@ -79,6 +79,12 @@ def build(base: Path, tasks: tuple[str, ...] | None = None) -> dict[str, dict]:
         assert run_cli("-c", str(path)) == 0, task
         assert run_cli("-c", str(path), "-o", "mode=export") == 0, task
         out[task] = {"config": path, "export": Path(cfg["work_dir"]) / "export", "overrides": []}
+    if "classification" in out:  # export.simplify (onnxslim), checked like the plain export
+        cls = out["classification"]
+        slim = Path(_configs(data, work)["classification"]["work_dir"]) / "export_slim"
+        assert run_cli("-c", str(cls["config"]), "-o", "mode=export", "-o", "export.simplify=true",
+                       "-o", f"export.out={slim}") == 0
+        out["classification_slim"] = {"config": cls["config"], "export": slim, "overrides": []}
     if "segmentation" not in out:
         return out
     seg = out["segmentation"]
@@ -115,11 +121,9 @@ def test_images(base: Path, data_root: Path, pattern: str) -> list[Path]:
     return paths
 
 
-IMAGE_PATTERNS = {"classification": "val/*/*.png", "segmentation": "images/val_*.png",
-                  "segmentation_sw": "images/val_*.png", "detection": "images/val_*.png",
-                  "anomaly": "test/*/*.png"}
-DATA_FOLDERS = {"classification": "cls", "segmentation": "seg", "segmentation_sw": "seg",
-                "detection": "det", "anomaly": "ano"}
+IMAGE_PATTERNS = {"classification": "val/*/*.png", "classification_slim": "val/*/*.png",
+                  "segmentation": "images/val_*.png", "segmentation_sw": "images/val_*.png",
+                  "detection": "images/val_*.png", "anomaly": "test/*/*.png"}
 
 
 def torch_demo(config: Path, overrides: list[str]):

@@ -310,6 +310,8 @@ def run_export(trainer) -> dict[str, Any]:
         torch.onnx.export(wrapper, (x[:1],), str(onnx_path), dynamo=False,
                           input_names=["images"], output_names=output_names,
                           dynamic_axes=axes, opset_version=int(cfg.export.opset))
+        if cfg.export.get("simplify"):
+            _simplify(onnx_path)
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers() and (half or p.startswith("CPU"))]
         sess = ort.InferenceSession(str(onnx_path), providers=providers)
@@ -375,6 +377,20 @@ def run_export(trainer) -> dict[str, Any]:
     out.rmdir()
     logger.info(f"exported to {final} (max abs diff {worst:.2e} <= {tolerance})")
     return manifest
+
+
+def _simplify(onnx_path: Path) -> None:
+    """export.simplify: fold constants and drop redundant nodes with onnxslim; the parity
+    check that follows runs on the simplified file."""
+    try:
+        import onnx
+        import onnxslim
+    except ImportError:
+        raise ExportError("export.simplify = true needs onnxslim: pip install onnxslim") from None
+    before = len(onnx.load(str(onnx_path)).graph.node)
+    model = onnxslim.slim(str(onnx_path))
+    onnx.save(model, str(onnx_path))
+    logger.info(f"onnxslim: {before} -> {len(model.graph.node)} graph nodes")
 
 
 def _embed_manifest(onnx_path: Path, manifest: dict[str, Any]) -> None:
