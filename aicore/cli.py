@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from aicore.errors import AICoreError, ConfigError
+from aicore.errors import AICoreError, ComponentError, ConfigError
 
 TASK_TRAINERS = {"classification": "ClassificationTrainer", "segmentation": "SegmentationTrainer",
                  "detection": "DetectionTrainer", "anomaly": "AnomalyTrainer"}
@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list registered components, e.g. --list models '*resnet*'")
     p.add_argument("--check", action="store_true",
                    help="load and validate the config, print it, and exit")
+    p.add_argument("--schema", nargs="?", const="-", metavar="FILE",
+                   help="write the JSON Schema of the config (to FILE, default stdout) and exit")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback behind an error")
     return p
 
 
@@ -152,8 +156,29 @@ def run(config: str, overrides: list[str], check_only: bool = False):
         dist.cleanup()
 
 
+def write_schema(target: str) -> int:
+    """--schema: the config's JSON Schema from the defaults and every registered component."""
+    import json
+    from aicore.config_schema import build_schema
+    from aicore.tasks import import_tasks
+    import_tasks()
+    import_custom_modules()
+    text = json.dumps(build_schema(), indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(target).write_text(text, encoding="utf-8")
+        except OSError as e:
+            print(f"error: --schema {target}: cannot write: {e.strerror or e}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.schema:
+        sys.exit(write_schema(args.schema))
     if args.list:
         pattern = args.list[1] if len(args.list) > 1 else "*"
         sys.exit(list_components(args.list[0], pattern))
@@ -166,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         run(args.config, args.override, args.check)
     except AICoreError as e:
         logger.remove()
+        if args.debug and (e.__cause__ is not None or isinstance(e, ComponentError)):
+            import traceback
+            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except OSError as e:

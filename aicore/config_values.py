@@ -225,6 +225,7 @@ RULES: dict[str, Rule] = {
     "export.benchmark": BOOL,
     "export.benchmark_iters": INT1,
     "export.nms": BOOL,
+    "export.simplify": BOOL,
 }
 
 

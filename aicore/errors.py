@@ -11,6 +11,11 @@ class ConfigError(AICoreError):
     pass
 
 
+class ComponentError(ConfigError):
+    """A component (often a custom module) raised inside its own constructor; the CLI's
+    --debug prints the traceback."""
+
+
 class DataError(AICoreError):
     pass
 

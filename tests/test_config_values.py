@@ -187,3 +187,35 @@ def test_defaults_satisfy_their_rules():
         for part in key.split("."):
             node = node[part]
         assert find_problem(rule, node, key) is None, key
+
+
+BUGGY_MODEL = '''
+import torch.nn as nn
+from aicore.registry import MODELS
+
+
+@MODELS.register("BuggyNet")
+class BuggyNet(nn.Module):
+    def __init__(self, num_classes: int, width: int = 8):
+        super().__init__()
+        self.scale = width / 0  # the bug
+'''
+
+
+def test_component_that_raises_in_its_constructor(capsys, tmp_path, cls_root):
+    module = tmp_path / "buggy_net.py"
+    module.write_text(BUGGY_MODEL)
+    cfg = cls_config(cls_root, tmp_path / "run")
+    cfg["custom_imports"] = [str(module)]
+    cfg["model"] = {"type": "BuggyNet", "width": 4}
+    path = write_config(tmp_path / "c.json", cfg)
+    line = _refused(capsys, "-c", str(path))
+    assert f"'model' (set in {path}): models type 'BuggyNet'" in line
+    assert "raised inside its constructor: ZeroDivisionError: division by zero" in line
+    assert "--debug" in line
+    # --debug adds the traceback into the custom module above the same one-line message
+    assert run_cli("-c", str(path), "--debug") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and f'File "{module}", line 10' in err
+    assert err.strip().splitlines()[-1] == line
+    assert not (tmp_path / "run").exists()
