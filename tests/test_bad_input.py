@@ -140,3 +140,50 @@ def test_unsupported_channels_and_missing_demo_source(capsys, trained_run, tmp_p
     _expect_exit2(capsys, ["-c", str(cfg), "-o", "data.in_channels=4"], "data.in_channels")
     _expect_exit2(capsys, ["-c", str(cfg), "-o", "mode=demo", "-o", "demo.source=/no/such.png",
                            "-o", f"demo.out={tmp_path / 'd'}"], "/no/such.png")
+
+
+# Config and command-line mistakes against a finished run (resume on, so a value that slipped
+# through validation would touch it): (extra arguments, text the message must contain).
+CLI_MISTAKES = [
+    (["-o", "train.epochs"], "expected KEY.PATH=VALUE"),
+    (["-o", "train..epochs=3"], "is not a dotted key path"),
+    (["-o", "trian.epochs=3"], "unknown config key 'trian'"),
+    (["-o", "train.epoch=3"], "Did you mean: epochs"),
+    (["-o", "task=classificaton"], "choose one of classification"),
+    (["-o", "mode=train"], "'mode' = 'train'"),
+    (["-o", "train.epochs=abc"], "(set in -o train.epochs=abc)"),
+    (["-o", "optimizer.lr=-1"], "'optimizer.lr' = -1 (set in -o optimizer.lr=-1)"),
+    (["-o", "data.input_size=[0,0]"], "'data.input_size' = [0, 0]"),
+    (["-o", "eval.tta=flip", "-o", "mode=eval"], "'eval.tta' = \"flip\""),
+    (["-o", "demo.cam=gradcam", "-o", "mode=demo"], "'demo.cam' = \"gradcam\""),
+    (["-o", 'export.formats=["tflite"]', "-o", "mode=export"], "'export.formats'"),
+    (["-o", 'train.ema={"decay": 1.5}'], "'train.ema.decay' = 1.5"),
+    (["-o", 'train.hooks=[{"type": "EvalHok"}]'], "unknown hooks type 'EvalHok'"),
+    (["-o", 'scheduler={"type": "cosine", "warmup_epochs": "one"}'],
+     "'scheduler.warmup_epochs' = \"one\""),
+    (["-o", "custom_imports=[\"/no/such/module.py\"]"], "file not found: /no/such/module.py"),
+]
+
+
+@pytest.mark.parametrize("extra,needle", CLI_MISTAKES, ids=[" ".join(e) for e, _ in CLI_MISTAKES])
+def test_cli_mistakes(capsys, trained_run, previous_run, extra, needle):
+    cfg, _ = trained_run
+    work, before = previous_run
+    _expect_exit2(capsys, ["-c", str(cfg), "-o", f"work_dir={work}", "-o", "train.resume=true",
+                           *extra], needle)
+    assert snapshot(work) == before
+
+
+def test_config_file_mistakes(capsys, tmp_path):
+    cases = {
+        "list.json": ("[1, 2]", "a config must be a JSON object"),
+        "cycle.json": ('{"_base_": "cycle.json"}', "_base_ cycle"),
+        "nobase.json": ('{"_base_": "missing.json"}', "_base_ file not found: missing.json"),
+        "badbase.json": ('{"_base_": 5}', "'_base_' must be a path"),
+    }
+    for name, (text, needle) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        _expect_exit2(capsys, ["-c", str(path), "--check"], needle)
+    _expect_exit2(capsys, ["-c", str(tmp_path / "absent.json")], "config file not found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)
