@@ -21,7 +21,7 @@ from typing import Any
 
 from dotmap import DotMap
 
-from aicore.errors import ConfigError
+from aicore.errors import AICoreError, ComponentError, ConfigError
 from aicore.registry import (DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS,
                              TRAINERS, TRANSFORMS, Registry)
 
@@ -419,7 +419,8 @@ def build(node: dict | DotMap, registry: Registry, path: str, cfg: Any = None, *
     """Instantiate a ``{"type": ...}`` node; framework-supplied arguments are passed only when
     the constructor takes them and the config did not set them."""
     node = node.toDict() if isinstance(node, DotMap) else dict(node)
-    obj = registry.get(node.pop("type"), where=path)
+    node_type = node.pop("type")
+    obj = registry.get(node_type, where=path)
     sig = signature_of(obj)
     if sig is not None:
         params = sig.parameters
@@ -428,10 +429,15 @@ def build(node: dict | DotMap, registry: Registry, path: str, cfg: Any = None, *
                 node[name] = value
     try:
         return obj(**node)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+    except (AICoreError, OSError, KeyboardInterrupt):
+        raise  # the component's own user-facing message; file system faults have theirs
+    except Exception as e:
+        # the arguments passed validation, so this came from inside the component's own code
         src = where(cfg, path) if cfg is not None else ""
-        raise ConfigError(f"'{path}'{src}: cannot build {getattr(obj, '__name__', obj)}: "
-                          f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-                          ) from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        name = f"{registry.name} type {node_type!r} ({getattr(obj, '__qualname__', obj)} in " \
+               f"{getattr(obj, '__module__', '?')})"
+        raise ComponentError(f"'{path}'{src}: {name} raised inside its constructor: "
+                             f"{type(e).__name__}{': ' + first if first else ''}. Check its "
+                             f"arguments; if it is your own code, rerun with --debug for the "
+                             f"traceback") from e
