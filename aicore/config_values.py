@@ -214,7 +214,7 @@ RULES: dict[str, Rule] = {
     "demo.backend": Rule("choice", choices=("pytorch", "onnx")),
     "export.checkpoint": PATH,
     "export.weights": Rule("choice", choices=("auto", "model", "ema")),
-    "export.opset": Rule("int", low=7, high=23),
+    "export.opset": Rule("int", low=7, high=25),
     "export.formats": Rule("list", min_items=1, items=Rule("choice", choices=EXPORT_FORMATS)),
     "export.tolerance": POS,
     "export.parity_images": INT0,
