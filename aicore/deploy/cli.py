@@ -11,50 +11,11 @@ import csv
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterator
 
 import cv2
-import numpy as np
 
-from aicore.data.io import IMAGE_EXTENSIONS, is_image
+from aicore.data.sources import iter_sources
 from aicore.errors import AICoreError
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-
-def iter_sources(source: str) -> Iterator[tuple[str, np.ndarray, Any]]:
-    """(name, image as read, video-frame index or None) for an image, a folder or a video."""
-    from aicore.deploy.manifest import DeployError
-    from aicore.deploy.predictor import read_image
-    path = Path(source)
-    if not path.exists():
-        raise DeployError(f"{source}: no such image, folder or video")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
-        if not files:
-            raise DeployError(f"{source}: the folder has no images ({'/'.join(IMAGE_EXTENSIONS)})")
-        for p in files:
-            yield str(p), read_image(p), None
-    elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise DeployError(f"{source}: cannot open the video")
-        n = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield str(path), frame, n
-            n += 1
-        cap.release()
-        if n == 0:
-            raise DeployError(f"{source}: the video has no readable frames")
-    elif is_image(path):
-        yield str(path), read_image(path), None
-    else:
-        raise DeployError(f"{source}: not an image ({'/'.join(IMAGE_EXTENSIONS)}), a video "
-                          f"({'/'.join(VIDEO_EXTENSIONS)}) or a folder")
-
 
 def predict(args: argparse.Namespace) -> int:
     from aicore.deploy import report

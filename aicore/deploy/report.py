@@ -5,7 +5,6 @@ their files so that the task packages (which import torch) are not imported."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,17 +71,8 @@ def write_extra(task: str, classes: list[str], post: dict[str, Any],
                 results: list[dict[str, Any]], out: Path, source: Path) -> None:
     """detections.json (detection) or pred_masks/ (segmentation), as mode=demo writes them."""
     if task == "detection":
-        items = [{"source": r["source"], "frame": r["frame"],
-                  "detections": [{"class": n, "label": int(k), "score": round(float(s), 5),
-                                  "bbox_xyxy": [round(float(v), 2) for v in b]}
-                                 for n, k, s, b in zip(r["prediction"]["names"],
-                                                       r["prediction"]["labels"],
-                                                       r["prediction"]["scores"],
-                                                       r["prediction"]["boxes"])]}
-                 for r in results]
-        (out / "detections.json").write_text(json.dumps(
-            {"score_thresh": post.get("demo_score_thresh"), "images": items}, indent=1),
-            encoding="utf-8")
+        visualize_module("detection").write_detections_json(
+            results, post.get("demo_score_thresh"), out)
     elif task == "segmentation":
         from PIL import Image
         flat = visualize_module("segmentation").palette(256).reshape(-1).tolist()

@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,13 +19,13 @@ import torch
 from loguru import logger
 from torch import nn
 
-from aicore.data.io import IMAGE_EXTENSIONS, imwrite, is_image, to_channels
+from aicore.data.io import imwrite, to_channels
+from aicore.data.sources import iter_sources
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.workdir import ensure_dir
 from aicore.errors import CheckpointError, DataError, ExportError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def checkpoint_path(cfg, section: str) -> Path:
@@ -108,48 +108,6 @@ def run_eval(trainer) -> dict[str, Any]:
 # demo
 
 
-def iter_sources(source: str, max_images: int | None) -> Iterator[tuple[str, np.ndarray, Any]]:
-    """(name, image as read from disk, video-frame index or None) for an image, a folder of
-    images, or a video."""
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"demo.source = {source}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
-        if not files:
-            raise DataError(f"demo.source = {source}: the folder has no images "
-                            f"({'/'.join(IMAGE_EXTENSIONS)})")
-        for p in files[:max_images]:
-            yield str(p), _read_any(p), None
-    elif path.suffix.lower() in VIDEO_EXTENSIONS:
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise DataError(f"demo.source = {source}: cannot open the video")
-        n = 0
-        while max_images is None or n < max_images:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield str(path), frame, n
-            n += 1
-        cap.release()
-        if n == 0:
-            raise DataError(f"demo.source = {source}: the video has no readable frames")
-    elif is_image(path):
-        yield str(path), _read_any(path), None
-    else:
-        raise DataError(f"demo.source = {source}: not an image ({'/'.join(IMAGE_EXTENSIONS)}), "
-                        f"a video ({'/'.join(VIDEO_EXTENSIONS)}) or a folder")
-
-
-def _read_any(path: Path) -> np.ndarray:
-    buf = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if img is None:
-        raise DataError(f"cannot decode image {path}: the file is empty or corrupt")
-    return img
-
-
 def demo_predictor(trainer):
     """(image as read, name) -> the task's prediction dict, by the config's demo.backend:
     "pytorch" (the checkpoint) or "onnx" (the export folder, through aicore.deploy)."""
@@ -221,7 +179,7 @@ def _demo_into(trainer, predict, out: Path) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []  # full predictions, for task reports beyond the CSV
     writer = None
     source = Path(cfg.demo.source)
-    for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images):
+    for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images, key="demo.source"):
         pred = predict(raw, name)
         display = to_channels(raw, 3, name)
         if display.dtype != np.uint8:

@@ -189,18 +189,8 @@ class DetectionTrainer(BaseTrainer):
         return {"detections": len(pred["labels"]), "objects (class score x1 y1 x2 y2)": objects}
 
     def write_demo_report(self, results: list[dict[str, Any]], out: Path) -> None:
-        """detections.json: per image (or video frame) its boxes in original pixels."""
-        items = [{"source": r["source"], "frame": r["frame"],
-                  "detections": [{"class": n, "label": int(k), "score": round(float(s), 5),
-                                  "bbox_xyxy": [round(float(v), 2) for v in b]}
-                                 for n, k, s, b in zip(r["prediction"]["names"],
-                                                       r["prediction"]["labels"],
-                                                       r["prediction"]["scores"],
-                                                       r["prediction"]["boxes"])]}
-                 for r in results]
-        (out / "detections.json").write_text(
-            json.dumps({"score_thresh": self.demo_score_thresh, "images": items}, indent=1),
-            encoding="utf-8")
+        from aicore.tasks.detection.visualize import write_detections_json
+        write_detections_json(results, self.demo_score_thresh, out)
 
     # -- export --------------------------------------------------------------------------------
 

@@ -111,3 +111,20 @@ def plot_pr_curves(precision: np.ndarray, recall: np.ndarray, names: Sequence[st
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def write_detections_json(results: list[dict[str, Any]], score_thresh: float | None,
+                          out: Path) -> None:
+    """detections.json of mode=demo and `aicore.deploy predict`: per image (or video frame)
+    its boxes in original pixels."""
+    import json
+    items = [{"source": r["source"], "frame": r["frame"],
+              "detections": [{"class": n, "label": int(k), "score": round(float(s), 5),
+                              "bbox_xyxy": [round(float(v), 2) for v in b]}
+                             for n, k, s, b in zip(r["prediction"]["names"],
+                                                   r["prediction"]["labels"],
+                                                   r["prediction"]["scores"],
+                                                   r["prediction"]["boxes"])]}
+             for r in results]
+    (out / "detections.json").write_text(
+        json.dumps({"score_thresh": score_thresh, "images": items}, indent=1), encoding="utf-8")

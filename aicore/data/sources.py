@@ -1,0 +1,66 @@
+"""Walk a demo/predict source: one image, a folder of images (recursively, sorted) or a video.
+
+Torch-free, so both `mode=demo` (aicore/engine/runners.py) and the deploy runtime's `predict`
+command (aicore/deploy/cli.py) read their inputs through this one function.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from aicore.data.io import IMAGE_EXTENSIONS, is_image
+from aicore.errors import DataError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def read_unchanged(path: str | Path) -> np.ndarray:
+    """An image file as OpenCV reads it unchanged (BGR(A), 8 or 16 bit); unicode paths too."""
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e.strerror}") from None
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise DataError(f"cannot decode image {path}: the file is empty or corrupt")
+    return img
+
+
+def iter_sources(source: str, max_images: int | None = None, key: str = ""
+                 ) -> Iterator[tuple[str, np.ndarray, Any]]:
+    """(name, image as read from disk, video-frame index or None). `key` names the setting in
+    error messages (e.g. "demo.source")."""
+    where = f"{key} = {source}" if key else str(source)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{where}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+        if not files:
+            raise DataError(f"{where}: the folder has no images ({'/'.join(IMAGE_EXTENSIONS)})")
+        for p in files[:max_images]:
+            yield str(p), read_unchanged(p), None
+    elif path.suffix.lower() in VIDEO_EXTENSIONS:
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise DataError(f"{where}: cannot open the video")
+        n = 0
+        try:
+            while max_images is None or n < max_images:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                yield str(path), frame, n
+                n += 1
+        finally:
+            cap.release()
+        if n == 0:
+            raise DataError(f"{where}: the video has no readable frames")
+    elif is_image(path):
+        yield str(path), read_unchanged(path), None
+    else:
+        raise DataError(f"{where}: not an image ({'/'.join(IMAGE_EXTENSIONS)}), a video "
+                        f"({'/'.join(VIDEO_EXTENSIONS)}) or a folder")
