@@ -11,9 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> int:
-    """Run `python main.py ARGS` in this process; returns the exit status (0 on success)."""
-    from aicore.cli import main
+def run_cli(*args: str, cwd: Path | None = None, main=None) -> int:
+    """Run `python main.py ARGS` (or another entry point's `main`) in this process; returns the
+    exit status (0 on success)."""
+    if main is None:
+        from aicore.cli import main
     old = Path.cwd()
     if cwd is not None:
         os.chdir(cwd)

@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cls_config, write_config
+from tests.conftest import ROOT, cls_config, run_cli, write_config
 
 
 def aicore_cmd(*args: str, cwd: Path | None = None) -> int:
     from aicore.commands import main
-    old = Path.cwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        main(list(args))
-        return 0
-    except SystemExit as e:
-        return int(e.code or 0)
-    finally:
-        os.chdir(old)
+    return run_cli(*args, cwd=cwd, main=main)
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "demo", "export", "check", "list",
