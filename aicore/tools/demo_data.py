@@ -1,4 +1,4 @@
-"""Write the built-in synthetic data sets in the DESIGN.md layouts.
+"""Write the built-in synthetic data sets in the layouts of notes/contract.md.
 
     python -m aicore.tools.demo_data OUT [--task all|classification|...] [--layout ...]
 

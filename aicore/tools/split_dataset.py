@@ -4,7 +4,7 @@
         [--layout folder|list] [--seed 0] [--copy|--link] [--min-per-split 1] [--force]
 
 SRC holds one folder per class (``SRC/<class>/**/*.png|jpg|bmp|tif|...``; nested sub-folders
-are kept). OUT is written in one of the two classification layouts of DESIGN.md:
+are kept). OUT is written in one of the two classification layouts of notes/contract.md:
 
 - folder: ``OUT/{train,val,test}/<class>/...`` plus ``OUT/labels.txt``
 - list:   ``OUT/<class>/...`` plus ``OUT/{train,val,test}.txt`` (relative paths) and

@@ -1,4 +1,4 @@
-"""Classification datasets in both DESIGN.md layouts.
+"""Classification datasets in both layouts of notes/contract.md.
 
 Folder layout: ``root/<split>/<class_name>/*.png``.
 List layout:   ``root/<class_name>/...`` with ``root/<split>.txt`` (one relative path per line,

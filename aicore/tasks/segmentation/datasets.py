@@ -1,4 +1,4 @@
-"""Semantic segmentation dataset in the DESIGN.md layout.
+"""Semantic segmentation dataset in the layout of notes/contract.md.
 
     root/images/<stem>.png|jpg|bmp|tif...   1- or 3-channel, 8- or 16-bit
     root/masks/<stem>.png                   class index per pixel; 255 = ignore

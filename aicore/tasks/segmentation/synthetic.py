@@ -1,6 +1,7 @@
 """Synthetic segmentation data (python -m aicore.tools.demo_data OUT --task segmentation):
 dark "stain" blobs and bright "chip" polygons on a textured, unevenly lit metal-like surface,
-in the DESIGN.md layout (``images/``, ``masks/``, ``{train,val,test}.txt``, ``labels.txt``).
+in the layout of notes/contract.md (``images/``, ``masks/``, ``{train,val,test}.txt``,
+``labels.txt``).
 
 A one-pixel band around every object is marked 255 (ignore), as VOC does for its object
 borders: anti-aliased edge pixels belong to neither class with certainty, so a model is neither
