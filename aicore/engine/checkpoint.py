@@ -181,12 +181,23 @@ def resize_dynamic_buffers(model: torch.nn.Module, sd: dict[str, torch.Tensor]) 
                 module._buffers[name] = torch.empty_like(sd[key], device=old.device)
 
 
-def load_for_finetune(model: torch.nn.Module, path: str) -> dict[str, list[str]]:
-    """Load what fits, report what does not (e.g. a new classifier head)."""
+def load_for_finetune(model: torch.nn.Module, path: str, input_norm: dict | None = None,
+                      log: bool = True) -> dict[str, Any]:
+    """Load what fits, report what does not (e.g. a new classifier head).
+
+    A model may translate foreign checkpoint formats (the official YOLOX files, torchvision's
+    COCO detectors) with ``adapt_state_dict(sd, input_norm) -> (sd, notes)``; ``input_norm``
+    is the config's {"mean", "std"}. The report's "lines" are the log lines (written at once
+    unless ``log`` is false; ``log_finetune_report`` writes them later, e.g. into train.log).
+    """
     ckpt = load(path)
     # the weights that scored best (recorded by training), else EMA when present
     which = (ckpt.get("best") or {}).get("weights") or ("ema" if ckpt.get("ema") else "model")
     sd = strip_prefix(state_dict_of(ckpt, prefer_ema=which == "ema"))
+    notes: list[str] = []
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):
+        sd, notes = adapt(sd, input_norm)
     own = model.state_dict()
     loaded, skipped_shape, unexpected = {}, [], []
     for k, v in sd.items():
@@ -202,16 +213,44 @@ def load_for_finetune(model: torch.nn.Module, path: str) -> dict[str, list[str]]
                               f"architecture?")
     model.load_state_dict(loaded, strict=False)
     missing = [k for k in own if k not in loaded]
-    logger.info(f"init_from {path}: loaded {len(loaded)}/{len(own)} tensors ({which} weights)")
-    for k in skipped_shape:
-        logger.warning(f"init_from: skipped (shape differs) {k}")
+    lines = [("INFO", f"init_from {path}: loaded {len(loaded)}/{len(own)} tensors "
+                      f"({which} weights)")]
+    lines += [("INFO", f"init_from: {n}") for n in notes]
+    lines.append(("INFO", "init_from: loaded per part: " + ", ".join(
+        f"{part} {n}/{total}" for part, n, total in _per_part(own, loaded))))
+    lines += [("WARNING", f"init_from: skipped (shape differs), re-initialised: {k}")
+              for k in skipped_shape]
     if unexpected:
-        logger.warning(f"init_from: {len(unexpected)} keys not in this model, e.g. {unexpected[:3]}")
+        lines.append(("WARNING", f"init_from: {len(unexpected)} keys not in this model, e.g. "
+                                 f"{unexpected[:3]}"))
     if missing:
-        logger.warning(f"init_from: {len(missing)} tensors keep their initial values, e.g. "
-                       f"{missing[:3]}")
-    return {"loaded": list(loaded), "skipped_shape": skipped_shape, "unexpected": unexpected,
-            "missing": missing}
+        lines.append(("WARNING", f"init_from: {len(missing)} tensors keep their initial values, "
+                                 f"e.g. {missing[:3]}"))
+    report = {"loaded": list(loaded), "skipped_shape": skipped_shape, "unexpected": unexpected,
+              "missing": missing, "lines": lines}
+    if log:
+        log_finetune_report(report)
+    return report
+
+
+def _per_part(own: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]
+              ) -> list[tuple[str, int, int]]:
+    """(top-level module, tensors loaded, tensors it has), in the model's order; one level
+    deeper when everything sits under one wrapper module (e.g. torchvision's ``net``)."""
+    for depth in (1, 2):
+        parts: dict[str, list[int]] = {}
+        for k in own:
+            counts = parts.setdefault(".".join(k.split(".")[:depth]), [0, 0])
+            counts[0] += k in loaded
+            counts[1] += 1
+        if len(parts) > 1:
+            break
+    return [(p, n, total) for p, (n, total) in parts.items()]
+
+
+def log_finetune_report(report: dict[str, Any]) -> None:
+    for level, message in report.get("lines", []):
+        logger.log(level, message)
 
 
 def rng_state() -> dict[str, Any]:

@@ -32,6 +32,7 @@ from aicore.data.loaders import build_loader, set_epoch
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.logging import add_file_sink, remove_file_sink
+from aicore.engine.record import EpochRecord
 from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
 from aicore.registry import DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
@@ -69,6 +70,10 @@ class BaseTrainer:
     #: False for gradient-free trainers (anomaly models are fitted, not trained): no loss,
     #: optimizer, scheduler or scaler is built, and the model is not wrapped in DDP
     needs_optimizer: bool = True
+    #: True: 8-bit images are resized as float32 (no rounding to whole grey levels) in
+    #: preprocess() and, through the manifest's "resize_precision", in the deploy runtime; the
+    #: task's datasets must resize the same way
+    resize_in_float: bool = False
 
     def __init__(self, cfg: DotMap) -> None:
         self.cfg = cfg
@@ -87,8 +92,8 @@ class BaseTrainer:
         self.history: list[dict[str, float]] = []  # one entry per epoch, for curves
         self.stepped = False  # did the last iteration step the optimizer
         self.last_losses: dict[str, float] = {}
-        self.last_metrics: dict[str, Any] = {}
-        self.is_best = False
+        self.last_metrics: dict[str, Any] = {}  # the latest evaluation, by weights
+        self.record = EpochRecord(epoch=0)  # the epoch the hooks are working on
 
     # ------------------------------------------------------------------------------------
     # task: building and running. Subclasses override these.
@@ -193,12 +198,12 @@ class BaseTrainer:
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:
         """One image as read (HWC, in_channels) -> the model's input tensor (CHW)."""
-        import cv2
+        from aicore.deploy.preprocess import resize_linear
         transform, normalize = self.inference_pipeline()
         img = transform(image=img)["image"]
         h, w = (int(s) for s in self.cfg.data.input_size)
         if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            img = resize_linear(img, (h, w), self.resize_in_float)
         return normalize(img)
 
     def export_sample(self, dataset: Dataset, i: int) -> torch.Tensor:
@@ -227,7 +232,8 @@ class BaseTrainer:
                 "val_transforms": [n.toDict() if hasattr(n, "toDict") else n for n in nodes],
                 "resize": "stretch", "interpolation": "linear",
                 "size": [int(s) for s in data.input_size],
-                "mean": mean, "std": std}
+                "mean": mean, "std": std,
+                **({"resize_precision": "float32"} if self.resize_in_float else {})}
 
     def setup_device(self) -> None:
         self.device = dist.setup(str(self.cfg.train.device))
@@ -344,8 +350,10 @@ class BaseTrainer:
                 self.before_epoch()
                 self.train_in_epoch()
                 self.after_epoch()
-                if self.stop_requested:
-                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}")
+                if self.record.stop:
+                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}"
+                                + (f" ({self.record.stop_reason})" if self.record.stop_reason
+                                   else ""))
                     break
             self.after_train()
         finally:
@@ -356,7 +364,24 @@ class BaseTrainer:
                 self.lock.release()
         return self.best
 
-    stop_requested = False
+    @property
+    def stop_requested(self) -> bool:
+        """A hook's request to end training after this epoch: ``record.stop``."""
+        return self.record.stop
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self.record.stop = bool(value)
+
+    @property
+    def is_best(self) -> bool:
+        """Did this epoch's evaluation set a new best: ``record.is_best``."""
+        return self.record.is_best
+
+    @is_best.setter
+    def is_best(self, value: bool) -> None:
+        self.record.is_best = bool(value)
+
     already_finished = False  # train.resume of a run that had reached train.epochs
     lock = None
 
@@ -372,8 +397,10 @@ class BaseTrainer:
             raise ConfigError(f"the val split's classes {self.val_set.classes} differ from the "
                               f"train split's {self.classes}; both must use the same labels")
         self.model = self.build_model()
-        if cfg.model.get("init_from"):
-            ckpt_io.load_for_finetune(self.model, str(cfg.model.init_from))
+        self.init_report = None
+        if cfg.model.get("init_from"):  # its report is logged once train.log is open
+            self.init_report = ckpt_io.load_for_finetune(
+                self.model, str(cfg.model.init_from), self.normalization(), log=False)
         self.model.to(self.device)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -432,6 +459,8 @@ class BaseTrainer:
             (self.work_dir / "config.json").write_text(
                 json.dumps(C.to_dict(cfg), indent=2), encoding="utf-8")
             add_file_sink(self.work_dir / "train.log")
+        if self.init_report is not None:
+            ckpt_io.log_finetune_report(self.init_report)
         if cfg.train.sync_bn and dist.is_dist():
             if self.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -483,11 +512,13 @@ class BaseTrainer:
                               use_warmup=bool(opts.get("warmup", True)))
 
     def build_hooks(self) -> list:
-        from aicore.engine.hooks import default_hooks
-        hooks = default_hooks(self.cfg)
+        """The default hooks and train.hooks, by priority; a ConfigError when the priorities
+        break the after-epoch stage order (hooks.order_hooks)."""
+        from aicore.engine.hooks import default_hooks, order_hooks
+        hooks = [(h, "default") for h in default_hooks(self.cfg)]
         for i, node in enumerate(self.cfg.train.hooks):
-            hooks.append(C.build(node, HOOKS, f"train.hooks.{i}", self.cfg))
-        return sorted(hooks, key=lambda h: h.priority)
+            hooks.append((C.build(node, HOOKS, f"train.hooks.{i}", self.cfg), f"train.hooks.{i}"))
+        return order_hooks(hooks)
 
     def call_hooks(self, name: str) -> None:
         for hook in self.hooks:
@@ -496,6 +527,7 @@ class BaseTrainer:
     def before_epoch(self) -> None:
         set_epoch(self.train_loader, self.epoch)
         self.model.train()
+        self.record = EpochRecord(epoch=self.epoch + 1)
         self.call_hooks("before_epoch")
 
     def train_in_epoch(self) -> None:
@@ -558,8 +590,7 @@ class BaseTrainer:
         self.sync_buffers()
         self.epoch_mean_losses = {k: v / max(1, self.epoch_count)
                                   for k, v in self.epoch_losses.items()}
-        self.is_best = False
-        self.last_metrics = {}
+        self.record.train_losses = dict(self.epoch_mean_losses)
         self.call_hooks("after_epoch")
 
     def sync_buffers(self) -> None:

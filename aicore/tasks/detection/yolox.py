@@ -394,7 +394,7 @@ class YOLOX(nn.Module):
                               f"needs 3 (strides 8, 16, 32)")
         self.neck = PAFPN(self.backbone.out_channels, w, d, dw)
         self.head = DecoupledHead(num_classes, self.neck.out_channels, w, dw)
-        self.num_classes = num_classes
+        self.num_classes, self.in_chans = num_classes, in_chans
         self.score_thresh, self.nms_iou = float(score_thresh), float(nms_iou)
         self.max_det = int(max_det)
         self.iou_loss = iou_loss
@@ -403,6 +403,15 @@ class YOLOX(nn.Module):
         self.center_radius, self.candidate_topk = float(center_radius), int(candidate_topk)
         #: the extra L1 box loss, switched on by CloseMosaicHook for the final epochs
         self.use_l1 = False
+
+    def adapt_state_dict(self, sd: dict[str, torch.Tensor], input_norm: dict | None = None
+                         ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """model.init_from: an official YOLOX checkpoint is renamed to our layers (and its
+        stem converted to our input normalisation); anything else passes unchanged."""
+        from aicore.tasks.detection import yolox_official
+        if yolox_official.is_official(sd):
+            return yolox_official.convert(sd, self.in_chans, input_norm)
+        return sd, []
 
     # -- shared pieces -----------------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""Pretrained starting points from local files: the official YOLOX checkpoints (names and
+shapes from the shared fixture), torchvision COCO detectors, timm weights for classification
+and smp/timm encoders for segmentation. Every checkpoint here is random tensors written to
+tmp; nothing is downloaded."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aicore.tasks import import_tasks
+from tests.conftest import ROOT, run_cli, write_config
+
+import_tasks(["detection", "classification", "segmentation"])
+
+from aicore.engine import checkpoint as ckpt_io  # noqa: E402
+from aicore.tasks.detection import yolox_official  # noqa: E402
+from aicore.tasks.detection.yolox import YOLOX  # noqa: E402
+
+#: official YOLOX key names and shapes per size (a copy of ../shared/fixtures' file)
+FIXTURE = ROOT / "tests" / "fixtures" / "yolox_official_state_dict_shapes.json"
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _fixture() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def _random_official(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in shapes.items():
+        if k.endswith("num_batches_tracked"):
+            sd[k] = torch.tensor(1000, dtype=torch.long)
+        elif k.endswith("running_var"):
+            sd[k] = torch.rand(shape, generator=g) + 0.5
+        else:
+            sd[k] = torch.randn(shape, generator=g)
+    return sd
+
+
+SIZES = ["nano", "tiny", "s", "m", "l"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_official_yolox_checkpoint_lands_in_our_model(size, tmp_path):
+    shapes = _fixture()["state_dict_shapes"][size]
+    official = _random_official(shapes)
+    path = tmp_path / f"yolox_{size}.pth"
+    torch.save({"model": official, "start_epoch": 300}, path)
+    model = YOLOX(num_classes=3, size=size)
+    report = ckpt_io.load_for_finetune(model, str(path), IMAGENET)
+    own = model.state_dict()
+    folded = {yolox_official.STEM_CONV, yolox_official.STEM_BN_MEAN}
+    checked = 0
+    for k, v in official.items():
+        if not k.startswith("backbone."):
+            continue
+        ours = yolox_official.rename(k)
+        assert ours in own, f"{k} has no counterpart ({ours})"
+        if ours not in folded:
+            assert torch.equal(own[ours], v), k
+        checked += 1
+    # every backbone and neck tensor of ours came from the checkpoint
+    body = [k for k in own if k.startswith(("backbone.", "neck."))]
+    assert checked == len(body) and not [k for k in report["missing"] if k in body]
+    # head: the towers load; the 80-class predictors do not fit 3 classes and stay as built
+    assert [k for k in report["missing"]] == [f"head.cls_preds.{i}.{p}" for i in range(3)
+                                              for p in ("weight", "bias")]
+    assert torch.equal(own["head.reg_preds.2.weight"], official["head.reg_preds.2.weight"])
+    assert torch.allclose(own["head.cls_preds.0.bias"], torch.full((3,), -4.59512), atol=1e-4)
+    assert not report["unexpected"]
+
+
+def test_official_yolox_80_classes_loads_everything(tmp_path):
+    shapes = _fixture()["state_dict_shapes"]["nano"]
+    path = tmp_path / "yolox_nano.pth"
+    torch.save({"model": _random_official(shapes, seed=3)}, path)
+    model = YOLOX(num_classes=80, size="nano")
+    report = ckpt_io.load_for_finetune(model, str(path), IMAGENET)
+    assert report["missing"] == [] and report["skipped_shape"] == []
+    assert torch.equal(model.state_dict()["head.cls_preds.1.weight"],
+                       torch.load(path)["model"]["head.cls_preds.1.weight"])
+
+
+@pytest.mark.parametrize("in_chans", [3, 1])
+def test_official_stem_folded_into_our_input_convention(in_chans):
+    """Our stem on (pixel / 255 - mean) / std RGB (or grey) gives what the official stem gives
+    on BGR 0..255 pixels, away from the one-pixel border."""
+    shapes = _fixture()["state_dict_shapes"]["s"]
+    official = _random_official(shapes, seed=1)
+    norm = IMAGENET if in_chans == 3 else {"mean": [0.5], "std": [0.25]}
+    model = YOLOX(num_classes=80, size="s", in_chans=in_chans).eval()
+    sd, notes = model.adapt_state_dict(official, norm)
+    model.load_state_dict(sd)
+    assert any("stem converted" in n for n in notes)
+
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (1, in_chans, 32, 32), generator=g).float()
+    mean = torch.tensor(norm["mean"])[:, None, None]
+    std = torch.tensor(norm["std"])[:, None, None]
+    ours = model.backbone.stem((pixels / 255 - mean) / std)
+
+    bgr = pixels.flip(1) if in_chans == 3 else pixels.expand(-1, 3, -1, -1)
+    focus = torch.cat([bgr[..., ::2, ::2], bgr[..., 1::2, ::2], bgr[..., ::2, 1::2],
+                       bgr[..., 1::2, 1::2]], 1)
+    p = "backbone.backbone.stem.conv."
+    y = F.conv2d(focus, official[p + "conv.weight"], padding=1)
+    y = F.batch_norm(y, official[p + "bn.running_mean"], official[p + "bn.running_var"],
+                     official[p + "bn.weight"], official[p + "bn.bias"], eps=1e-3)
+    ref = F.silu(y)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(ours[inner], ref[inner], rtol=1e-4, atol=1e-3 * ref.abs().max())
