@@ -32,7 +32,6 @@ from aicore.data.loaders import build_loader, set_epoch
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.logging import add_file_sink, remove_file_sink
-from aicore.engine.record import EpochRecord
 from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
 from aicore.registry import DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
@@ -70,10 +69,6 @@ class BaseTrainer:
     #: False for gradient-free trainers (anomaly models are fitted, not trained): no loss,
     #: optimizer, scheduler or scaler is built, and the model is not wrapped in DDP
     needs_optimizer: bool = True
-    #: True: 8-bit images are resized as float32 (no rounding to whole grey levels) in
-    #: preprocess() and, through the manifest's "resize_precision", in the deploy runtime; the
-    #: task's datasets must resize the same way
-    resize_in_float: bool = False
 
     def __init__(self, cfg: DotMap) -> None:
         self.cfg = cfg
@@ -92,8 +87,8 @@ class BaseTrainer:
         self.history: list[dict[str, float]] = []  # one entry per epoch, for curves
         self.stepped = False  # did the last iteration step the optimizer
         self.last_losses: dict[str, float] = {}
-        self.last_metrics: dict[str, Any] = {}  # the latest evaluation, by weights
-        self.record = EpochRecord(epoch=0)  # the epoch the hooks are working on
+        self.last_metrics: dict[str, Any] = {}
+        self.is_best = False
 
     # ------------------------------------------------------------------------------------
     # task: building and running. Subclasses override these.
@@ -198,12 +193,12 @@ class BaseTrainer:
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:
         """One image as read (HWC, in_channels) -> the model's input tensor (CHW)."""
-        from aicore.deploy.preprocess import resize_linear
+        import cv2
         transform, normalize = self.inference_pipeline()
         img = transform(image=img)["image"]
         h, w = (int(s) for s in self.cfg.data.input_size)
         if img.shape[:2] != (h, w):
-            img = resize_linear(img, (h, w), self.resize_in_float)
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
         return normalize(img)
 
     def export_sample(self, dataset: Dataset, i: int) -> torch.Tensor:
@@ -232,8 +227,7 @@ class BaseTrainer:
                 "val_transforms": [n.toDict() if hasattr(n, "toDict") else n for n in nodes],
                 "resize": "stretch", "interpolation": "linear",
                 "size": [int(s) for s in data.input_size],
-                "mean": mean, "std": std,
-                **({"resize_precision": "float32"} if self.resize_in_float else {})}
+                "mean": mean, "std": std}
 
     def setup_device(self) -> None:
         self.device = dist.setup(str(self.cfg.train.device))
@@ -350,10 +344,8 @@ class BaseTrainer:
                 self.before_epoch()
                 self.train_in_epoch()
                 self.after_epoch()
-                if self.record.stop:
-                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}"
-                                + (f" ({self.record.stop_reason})" if self.record.stop_reason
-                                   else ""))
+                if self.stop_requested:
+                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}")
                     break
             self.after_train()
         finally:
@@ -364,24 +356,7 @@ class BaseTrainer:
                 self.lock.release()
         return self.best
 
-    @property
-    def stop_requested(self) -> bool:
-        """A hook's request to end training after this epoch: ``record.stop``."""
-        return self.record.stop
-
-    @stop_requested.setter
-    def stop_requested(self, value: bool) -> None:
-        self.record.stop = bool(value)
-
-    @property
-    def is_best(self) -> bool:
-        """Did this epoch's evaluation set a new best: ``record.is_best``."""
-        return self.record.is_best
-
-    @is_best.setter
-    def is_best(self, value: bool) -> None:
-        self.record.is_best = bool(value)
-
+    stop_requested = False
     already_finished = False  # train.resume of a run that had reached train.epochs
     lock = None
 
@@ -512,13 +487,11 @@ class BaseTrainer:
                               use_warmup=bool(opts.get("warmup", True)))
 
     def build_hooks(self) -> list:
-        """The default hooks and train.hooks, by priority; a ConfigError when the priorities
-        break the after-epoch stage order (hooks.order_hooks)."""
-        from aicore.engine.hooks import default_hooks, order_hooks
-        hooks = [(h, "default") for h in default_hooks(self.cfg)]
+        from aicore.engine.hooks import default_hooks
+        hooks = default_hooks(self.cfg)
         for i, node in enumerate(self.cfg.train.hooks):
-            hooks.append((C.build(node, HOOKS, f"train.hooks.{i}", self.cfg), f"train.hooks.{i}"))
-        return order_hooks(hooks)
+            hooks.append(C.build(node, HOOKS, f"train.hooks.{i}", self.cfg))
+        return sorted(hooks, key=lambda h: h.priority)
 
     def call_hooks(self, name: str) -> None:
         for hook in self.hooks:
@@ -527,7 +500,6 @@ class BaseTrainer:
     def before_epoch(self) -> None:
         set_epoch(self.train_loader, self.epoch)
         self.model.train()
-        self.record = EpochRecord(epoch=self.epoch + 1)
         self.call_hooks("before_epoch")
 
     def train_in_epoch(self) -> None:
@@ -590,7 +562,8 @@ class BaseTrainer:
         self.sync_buffers()
         self.epoch_mean_losses = {k: v / max(1, self.epoch_count)
                                   for k, v in self.epoch_losses.items()}
-        self.record.train_losses = dict(self.epoch_mean_losses)
+        self.is_best = False
+        self.last_metrics = {}
         self.call_hooks("after_epoch")
 
     def sync_buffers(self) -> None:
