@@ -218,8 +218,8 @@ def load_for_finetune(model: torch.nn.Module, path: str, input_norm: dict | None
     lines += [("INFO", f"init_from: {n}") for n in notes]
     lines.append(("INFO", "init_from: loaded per part: " + ", ".join(
         f"{part} {n}/{total}" for part, n, total in _per_part(own, loaded))))
-    lines += [("WARNING", f"init_from: skipped (shape differs), re-initialised: {k}")
-              for k in skipped_shape]
+    lines += [("WARNING", f"init_from: skipped (shape differs) {k}; it keeps its initial "
+                          f"values") for k in skipped_shape]
     if unexpected:
         lines.append(("WARNING", f"init_from: {len(unexpected)} keys not in this model, e.g. "
                                  f"{unexpected[:3]}"))
