@@ -120,3 +120,68 @@ def test_official_stem_folded_into_our_input_convention(in_chans):
     ref = F.silu(y)
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
     assert torch.allclose(ours[inner], ref[inner], rtol=1e-4, atol=1e-3 * ref.abs().max())
+
+
+# ------------------------------------------------------------------------------------------
+# torchvision COCO detectors
+
+
+def _to_old_torchvision_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Spell keys as torchvision < 0.13 did (the published COCO files): FPN, RPN and
+    RetinaNet head convolutions without the Conv2dNormActivation level."""
+    import re
+    out = {}
+    for k, v in sd.items():
+        k = re.sub(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.0\.", r"\1.", k)
+        k = re.sub(r"^(rpn\.head\.conv)\.0\.0\.", r"\1.", k)
+        k = re.sub(r"^(head\.(?:classification|regression)_head\.conv)\.(\d+)\.0\.",
+                   lambda m: f"{m.group(1)}.{2 * int(m.group(2))}.", k)
+        out[k] = v
+    return out
+
+
+def test_torchvision_coco_faster_rcnn_from_local_file(tmp_path):
+    """torchvision's own Faster R-CNN builder (91 COCO classes), saved with the old layer
+    names, loads into our 3-class FasterRCNN: body, FPN, RPN conv and box head land; the class
+    and box predictors (and the RPN predictors: torchvision's mobilenet recipe lays 15 anchors
+    per cell, ours 3) keep their initial values."""
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
+
+    from aicore.tasks.detection.torchvision_models import faster_rcnn
+    torch.manual_seed(0)
+    coco = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None,
+                                             num_classes=91).state_dict()
+    old = _to_old_torchvision_names(coco)
+    assert "backbone.fpn.inner_blocks.0.weight" in old and "rpn.head.conv.weight" in old
+    path = tmp_path / "fasterrcnn_coco.pth"
+    torch.save(old, path)
+    model = faster_rcnn(3, backbone="mobilenet_v3_large")
+    report = ckpt_io.load_for_finetune(model, str(path))
+    own = model.state_dict()
+    for k, v in coco.items():
+        if k.startswith(("backbone.", "roi_heads.box_head.", "rpn.head.conv.")):
+            assert torch.equal(own[f"net.{k}"], v), k
+    assert sorted(k.split(":")[0] for k in report["skipped_shape"]) == sorted(
+        f"net.{p}.{w}" for p in ("rpn.head.cls_logits", "rpn.head.bbox_pred",
+                                 "roi_heads.box_predictor.cls_score",
+                                 "roi_heads.box_predictor.bbox_pred") for w in ("weight", "bias"))
+    assert not report["unexpected"]
+
+
+def test_torchvision_coco_retinanet_old_head_names(tmp_path):
+    from aicore.tasks.detection.torchvision_models import retinanet
+    torch.manual_seed(0)
+    coco = {k[len("net."):]: v for k, v in retinanet(91, backbone="resnet18").state_dict().items()
+            if not k.endswith("num_batches_tracked")}  # frozen BatchNorm keeps no counter
+    path = tmp_path / "retinanet_coco.pth"
+    torch.save(_to_old_torchvision_names(coco), path)
+    model = retinanet(3, backbone="resnet18")
+    report = ckpt_io.load_for_finetune(model, str(path))
+    own = model.state_dict()
+    for k, v in coco.items():
+        if "cls_logits" not in k:
+            assert torch.equal(own[f"net.{k}"], v), k
+    assert [k.split(":")[0] for k in report["skipped_shape"]] == [
+        "net.head.classification_head.cls_logits.weight",
+        "net.head.classification_head.cls_logits.bias"]
+    assert not report["unexpected"]

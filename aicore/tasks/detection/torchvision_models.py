@@ -16,6 +16,7 @@ torchvision ImageNet classification weights.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
@@ -129,6 +130,16 @@ def _anchor_generator(anchor_sizes: Sequence[int] | None, strides: Sequence[int]
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
+#: (pattern, replacement) from the layer names of torchvision < 0.13, in which the published
+#: COCO weights are stored, to today's (torchvision converts them the same way on load)
+_OLD_TORCHVISION_NAMES = [
+    (r"^(net\.backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$", r"\1.0.\2"),
+    (r"^(net\.rpn\.head\.conv)\.(weight|bias)$", r"\1.0.0.\2"),
+    (r"^(net\.head\.(?:classification|regression)_head\.conv)\.(\d+)\.(weight|bias)$",
+     lambda m: f"{m.group(1)}.{int(m.group(2)) // 2}.0.{m.group(3)}"),
+]
+
+
 class TorchvisionDetector(nn.Module):
     """Adapts a torchvision detector to the framework's detector interface (module docstring).
 
@@ -145,6 +156,58 @@ class TorchvisionDetector(nn.Module):
         self.num_classes, self.in_chans = num_classes, in_chans
         self.offset = 1 if background else 0
         self.net.transform = _batch_only(1 if kind == "ssdlite" else 32)
+
+    #: torchvision scores every (candidate, class) pair on its own: one location can yield a
+    #: box for each of several classes (the export manifest's "multi_label" candidates)
+    multi_label = True
+
+    @property
+    def max_det(self) -> int:
+        heads = self.net.roi_heads if self.kind == "fasterrcnn" else self.net
+        return int(heads.detections_per_img)
+
+    def nms_topk(self, input_size: tuple[int, int]) -> dict | None:
+        """How torchvision limits candidates before NMS, for export_forward's dense layout:
+        FCOS and RetinaNet keep the `topk_candidates` best (candidate, class) pairs of each
+        feature level, SSDlite the best per class."""
+        if self.kind == "fasterrcnn":
+            return None
+        k = int(self.net.topk_candidates)
+        if self.kind == "ssdlite":
+            return {"per": "class", "k": k}
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            feats = self.net.backbone(torch.zeros(1, 3, *(int(s) for s in input_size)))
+        self.net.train(was_training)
+        per_loc = self.net.anchor_generator.num_anchors_per_location()[0]
+        return {"per": "level", "k": k,
+                "level_sizes": [int(f.shape[-2] * f.shape[-1]) * per_loc
+                                for f in feats.values()]}
+
+    def adapt_state_dict(self, sd: dict[str, torch.Tensor], input_norm: dict | None = None
+                         ) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """model.init_from: torchvision's own COCO checkpoints (e.g.
+        fasterrcnn_resnet50_fpn_coco-*.pth, a bare state dict of the detector) get this
+        wrapper's ``net.`` prefix, and the layer names of older torchvision releases (which
+        the published files use) their current spelling. Both conventions normalise the same
+        way (RGB, ImageNet mean/std), so no tensor changes."""
+        if not sd or any(k.startswith("net.") for k in sd):
+            return sd, []
+        own = self.state_dict()
+        out, renamed = {}, 0
+        for k, v in sd.items():
+            key = f"net.{k}"
+            if key not in own:
+                for old, new in _OLD_TORCHVISION_NAMES:
+                    candidate = re.sub(old, new, key)
+                    if candidate in own:
+                        key, renamed = candidate, renamed + 1
+                        break
+            out[key] = v
+        notes = [f"torchvision {self.kind} checkpoint: {len(sd)} tensors under net."
+                 + (f" ({renamed} renamed from older torchvision layer names)" if renamed else "")]
+        return out, notes
 
     def _rgb(self, images: torch.Tensor) -> torch.Tensor:
         return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
