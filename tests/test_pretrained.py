@@ -185,3 +185,42 @@ def test_torchvision_coco_retinanet_old_head_names(tmp_path):
         "net.head.classification_head.cls_logits.weight",
         "net.head.classification_head.cls_logits.bias"]
     assert not report["unexpected"]
+
+
+# ------------------------------------------------------------------------------------------
+# segmentation encoders
+
+
+def test_tu_encoder_takes_a_plain_timm_state_dict(tmp_path):
+    """A `tu-` encoder (timm inside smp, keys under .model) loads timm's own state dict; a
+    1-channel model gets the first convolution adapted as timm does."""
+    import timm
+    from timm.models import adapt_input_conv
+
+    from aicore.tasks.segmentation.models import smp_model
+    torch.manual_seed(0)
+    sd = timm.create_model("resnet10t").state_dict()
+    path = tmp_path / "resnet10t.pth"
+    torch.save(sd, path)
+    model = smp_model("Unet", 2, in_chans=1, encoder_name="tu-resnet10t",
+                      encoder_weights=str(path))
+    enc = model.encoder.state_dict()
+    loaded = [k for k in sd if f"model.{k}" in enc]
+    assert len(loaded) == len(enc) and not [k for k in loaded if k.startswith("fc.")]
+    for k in loaded:
+        want = adapt_input_conv(1, sd[k]) if k == "conv1.0.weight" else sd[k]
+        assert torch.equal(enc[f"model.{k}"], want), k
+
+
+def test_smp_encoder_from_a_torchvision_classifier_file(tmp_path):
+    import torchvision
+
+    from aicore.tasks.segmentation.models import smp_model
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(sd, path)
+    model = smp_model("FPN", 3, encoder_name="resnet18", encoder_weights=str(path))
+    enc = model.encoder.state_dict()
+    assert set(enc) == {k for k in sd if not k.startswith("fc.")}
+    assert all(torch.equal(enc[k], sd[k]) for k in enc)

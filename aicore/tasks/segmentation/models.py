@@ -59,13 +59,34 @@ def _load_encoder_file(model: nn.Module, path: Path) -> None:
     if any(k.startswith("encoder.") for k in sd):
         sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     own = model.encoder.state_dict()
-    fit = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    # a "tu-" encoder wraps the timm model as .model: a plain timm state dict gets the prefix
+    if own and all(k.startswith("model.") for k in own) and \
+            not any(k.startswith("model.") for k in sd):
+        sd = {f"model.{k}": v for k, v in sd.items()}
+    fit, adapted = {}, []
+    for k, v in sd.items():
+        if k not in own:
+            continue
+        if own[k].shape != v.shape and v.dim() == 4 and own[k].shape[0] == v.shape[0] and \
+                own[k].shape[2:] == v.shape[2:] and v.shape[1] == 3:
+            # the first convolution of a 1- or N-channel model, as timm adapts it
+            from timm.models import adapt_input_conv
+            v = adapt_input_conv(int(own[k].shape[1]), v)
+            adapted.append(k)
+        if own[k].shape == v.shape:
+            fit[k] = v
     if not fit:
         raise ConfigError(f"model.encoder_weights = {str(path)!r}: none of its {len(sd)} tensors "
                           f"fit the encoder {type(model.encoder).__name__}; is it for another "
                           f"encoder_name?")
     model.encoder.load_state_dict(fit, strict=False)
-    logger.info(f"encoder weights from {path}: loaded {len(fit)}/{len(own)} tensors")
+    logger.info(f"encoder weights from {path}: loaded {len(fit)}/{len(own)} tensors"
+                + (f" ({', '.join(adapted)} adapted to {own[adapted[0]].shape[1]} input channels)"
+                   if adapted else ""))
+    rest = [k for k in own if k not in fit and not k.endswith("num_batches_tracked")]
+    if rest:
+        logger.warning(f"encoder weights: {len(rest)} encoder tensors keep their initial values, "
+                       f"e.g. {rest[:3]}")
 
 
 @MODELS.register("SMPModel")
