@@ -57,6 +57,15 @@ def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def resize_linear(img: np.ndarray, hw: Sequence[int], in_float: bool = False) -> np.ndarray:
+    """Bilinear resize to (h, w). in_float: an 8-bit image becomes float32 in [0, 1] first, so
+    the interpolated values are not rounded back to whole grey levels (that rounding is noise
+    of up to half a level, which the anomaly models score; torchvision resizes in float too)."""
+    if in_float and img.dtype == np.uint8:
+        img = img.astype(np.float32) * np.float32(1 / 255)
+    return cv2.resize(img, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_LINEAR)
+
+
 def prepare(raw: np.ndarray, spec: dict[str, Any], name: str = "image"
             ) -> tuple[np.ndarray, dict[str, Any]]:
     """An image as OpenCV reads it (HxW or HxWxC, BGR(A), uint8 or uint16) -> (CHW float32
@@ -70,7 +79,7 @@ def prepare(raw: np.ndarray, spec: dict[str, Any], name: str = "image"
         img, info["scale"] = letterbox(img, size, pad_value=spec.get("pad_value", PAD_VALUE))
     elif mode == "stretch":
         if img.shape[:2] != tuple(size):
-            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            img = resize_linear(img, size, spec.get("resize_precision") == "float32")
     elif mode != "none":
         raise ValueError(f"unknown resize mode {mode!r}")
     return normalize(img, spec["mean"], spec["std"]), info

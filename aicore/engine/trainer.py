@@ -69,6 +69,10 @@ class BaseTrainer:
     #: False for gradient-free trainers (anomaly models are fitted, not trained): no loss,
     #: optimizer, scheduler or scaler is built, and the model is not wrapped in DDP
     needs_optimizer: bool = True
+    #: True: 8-bit images are resized as float32 (no rounding to whole grey levels) in
+    #: preprocess() and, through the manifest's "resize_precision", in the deploy runtime; the
+    #: task's datasets must resize the same way
+    resize_in_float: bool = False
 
     def __init__(self, cfg: DotMap) -> None:
         self.cfg = cfg
@@ -193,12 +197,12 @@ class BaseTrainer:
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:
         """One image as read (HWC, in_channels) -> the model's input tensor (CHW)."""
-        import cv2
+        from aicore.deploy.preprocess import resize_linear
         transform, normalize = self.inference_pipeline()
         img = transform(image=img)["image"]
         h, w = (int(s) for s in self.cfg.data.input_size)
         if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            img = resize_linear(img, (h, w), self.resize_in_float)
         return normalize(img)
 
     def export_sample(self, dataset: Dataset, i: int) -> torch.Tensor:
@@ -227,7 +231,8 @@ class BaseTrainer:
                 "val_transforms": [n.toDict() if hasattr(n, "toDict") else n for n in nodes],
                 "resize": "stretch", "interpolation": "linear",
                 "size": [int(s) for s in data.input_size],
-                "mean": mean, "std": std}
+                "mean": mean, "std": std,
+                **({"resize_precision": "float32"} if self.resize_in_float else {})}
 
     def setup_device(self) -> None:
         self.device = dist.setup(str(self.cfg.train.device))

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from aicore.data.io import IMAGE_EXTENSIONS, dataset_root, imread, is_image
 from aicore.data.transforms import Normalize, default_mean_std
+from aicore.deploy.preprocess import resize_linear
 from aicore.errors import ConfigError, DataError
 from aicore.registry import DATASETS
 
@@ -198,7 +199,7 @@ class MVTecDataset(Dataset):
             img, mask = out["image"], out["mask"]
         if self.input_size and img.shape[:2] != self.input_size:
             h, w = self.input_size
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            img = resize_linear(img, (h, w), in_float=True)  # as AnomalyTrainer.preprocess
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         return (self.normalize(img), torch.from_numpy(np.ascontiguousarray(mask))[None].float(),
                 self.labels[i], i)

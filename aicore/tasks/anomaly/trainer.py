@@ -52,6 +52,7 @@ class AnomalyTrainer(BaseTrainer):
     default_metric = "image_AUROC"
     default_evaluator = "AnomalyEvaluator"
     needs_optimizer = False
+    resize_in_float = True  # as MVTecDataset: rounding resized pixels is noise PaDiM scores
 
     # -- several categories per config --------------------------------------------------------
 
