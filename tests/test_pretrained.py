@@ -224,3 +224,41 @@ def test_smp_encoder_from_a_torchvision_classifier_file(tmp_path):
     enc = model.encoder.state_dict()
     assert set(enc) == {k for k in sd if not k.startswith("fc.")}
     assert all(torch.equal(enc[k], sd[k]) for k in enc)
+
+
+# ------------------------------------------------------------------------------------------
+# classification: the shipped fine-tuning recipe
+
+
+FINETUNE = ROOT / "configs" / "classification" / "finetune_timm.json"
+
+
+def test_finetune_config_is_valid():
+    assert run_cli("-c", str(FINETUNE), "--check") == 0
+    cfg = json.loads(FINETUNE.read_text())
+    assert cfg["data"]["input_size"] == [224, 224] and cfg["model"]["pretrained"] is True
+
+
+def test_finetune_recipe_from_a_local_weights_file(tmp_path, cls_root):
+    """The shipped recipe (mixup/cutmix, frozen backbone for the first epoch, warm-up, AdamW,
+    cosine) for one epoch with model.pretrained pointing at a local file; a smaller timm model
+    and input keep it fast. The backbone was frozen in that epoch, so the saved weights are
+    exactly the file's, and the 1000-class head became a 4-class one."""
+    import timm
+    torch.manual_seed(0)
+    src = timm.create_model("resnet10t", num_classes=1000).state_dict()
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(src, weights)
+    work = tmp_path / "run"
+    code = run_cli("-c", str(FINETUNE), "-o", f"data.root={cls_root}", "-o", f"work_dir={work}",
+                   "-o", "model.name=resnet10t", "-o", f"model.pretrained={weights}",
+                   "-o", "data.input_size=[48,48]", "-o", "data.batch_size=8",
+                   "-o", "data.num_workers=0", "-o", "train.epochs=1",
+                   "-o", "train.progress=false", "-o", "train.save_train_batch=true")
+    assert code == 0
+    ckpt = torch.load(work / "checkpoints" / "last.pth", weights_only=True)
+    model = ckpt["model"]
+    assert model["fc.weight"].shape == (4, src["fc.weight"].shape[1])
+    body = [k for k in src if not k.startswith("fc.")]
+    assert body and all(torch.equal(model[k], src[k]) for k in body)
+    assert (work / "train_batch.jpg").is_file()
