@@ -262,3 +262,24 @@ def test_finetune_recipe_from_a_local_weights_file(tmp_path, cls_root):
     body = [k for k in src if not k.startswith("fc.")]
     assert body and all(torch.equal(model[k], src[k]) for k in body)
     assert (work / "train_batch.jpg").is_file()
+
+
+def test_detection_trains_from_an_official_yolox_file(tmp_path):
+    """mode=trainval with model.init_from = an official-format yolox_nano.pth: train.log lists
+    the conversion, what each part loaded and the re-initialised class predictors."""
+    from aicore.tasks.detection.synthetic import make
+    root = make(tmp_path / "det", size=64, n_train=8, n_val=4, n_test=2, seed=1)
+    official = {k: (v * 0.05 if v.is_floating_point() and not k.endswith("running_var") else v)
+                for k, v in _random_official(_fixture()["state_dict_shapes"]["nano"]).items()}
+    weights = tmp_path / "yolox_nano.pth"
+    torch.save({"model": official}, weights)
+    cfg = {"_base_": str(ROOT / "configs" / "_base_" / "detection.json"),
+           "work_dir": str(tmp_path / "run"), "seed": 0,
+           "data": {"root": str(root), "input_size": [64, 64], "batch_size": 4, "num_workers": 0},
+           "model": {"type": "YOLOX", "size": "nano", "init_from": str(weights)},
+           "train": {"epochs": 1, "progress": False, "hooks": []}}
+    assert run_cli("-c", str(write_config(tmp_path / "det.json", cfg))) == 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "official YOLOX checkpoint" in log and "stem converted" in log
+    assert "loaded per part: backbone " in log and "the checkpoint's head predicts 80" in log
+    assert "skipped (shape differs) head.cls_preds.0.weight: (80, 64, 1, 1) -> (3, 64, 1, 1)" in log
