@@ -1,7 +1,8 @@
 """``aicore.load(run)`` returns a ``Model``: the checkpoint loaded once, ``predict`` per call.
 
 Predictions come back as the deploy runtime's result dataclasses (aicore/deploy/results.py),
-so code written against an exported model works unchanged against a PyTorch checkpoint.
+so code written against an exported model works unchanged against a PyTorch checkpoint. The
+task's inference protocol (aicore/engine/protocol.py) does the work, as in mode=demo.
 """
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ Image = Union[str, os.PathLike, np.ndarray]
 
 class Model:
     def __init__(self, trainer, cfg, checkpoint: dict[str, Any]):
-        from aicore.engine.runners import load_model
+        from aicore.engine.protocol import make_protocol
+        from aicore.engine.runners import checkpoint_path, load_model
         self.trainer = trainer
         self.cfg = cfg
         trainer.setup_device()
         self.module, _ = load_model(trainer, cfg, "demo")
+        self.protocol = make_protocol(trainer, model=self.module,
+                                      checkpoint=checkpoint_path(cfg, "demo"))
         self.task: str = trainer.task
         self.classes: list[str] = list(trainer.classes)
         self.checkpoint_path = Path(str(cfg.demo.checkpoint))
@@ -65,7 +69,11 @@ class Model:
         return np.ascontiguousarray(x), name
 
     def _one(self, x: Image, color_order: str, name: str):
+        from aicore.engine.protocol import TrainerMethods
         raw, name = self._read(x, color_order, name)
+        if not isinstance(self.protocol, TrainerMethods):
+            tensor, meta = self.protocol.preprocess(raw, name)
+            return self.protocol.predict(self.module, tensor[None], [meta])[0]
         h, w = raw.shape[:2]
         trainer = self.trainer
         tensor = trainer.preprocess(to_channels(raw, int(self.cfg.data.in_channels), name))[None]

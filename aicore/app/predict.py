@@ -1,6 +1,6 @@
 """One uploaded image through a run's model: its export through the deploy runtime when the
 run has one (and aicore.deploy is installed), else its checkpoint the way ``mode=demo`` runs
-it (the task trainer's preprocess, predict_images, draw and demo_row)."""
+it (the task's inference protocol: preprocess, predict, draw and csv_row)."""
 from __future__ import annotations
 
 import base64
@@ -50,16 +50,20 @@ def _loaded(run: Path, use_export: bool):
         hit = _CACHE.get(key)
         if hit and hit[0] == stamp:
             return hit[1]
+        from aicore.engine.protocol import make_protocol
         trainer, cfg = _trainer_for(run)
         if use_export:
             from aicore.deploy.predictor import Predictor
             model = Predictor(run / "export")
+            protocol = make_protocol(trainer, postprocess=model.post, predictor=model)
         else:
-            from aicore.engine.runners import load_model
+            from aicore.engine.runners import checkpoint_path, load_model
             trainer.setup_device()
             model, _ = load_model(trainer, cfg, "demo")
-        _CACHE[key] = (stamp, (trainer, cfg, model))
-        return trainer, cfg, model
+            protocol = make_protocol(trainer, model=model,
+                                     checkpoint=checkpoint_path(cfg, "demo"))
+        _CACHE[key] = (stamp, (protocol, cfg, model))
+        return protocol, cfg, model
 
 
 def has_deploy() -> bool:
@@ -72,26 +76,22 @@ def has_deploy() -> bool:
 
 
 def predict(run: Path, data: bytes, name: str) -> dict[str, Any]:
-    import torch
     from aicore.data.io import to_channels
     raw = decode(data, name)
     use_export = (run / "export" / "manifest.json").is_file() and has_deploy()
-    trainer, cfg, model = _loaded(run, use_export)
+    protocol, cfg, model = _loaded(run, use_export)
     if use_export:
-        from aicore.deploy.bridge import demo_prediction
-        result = model.predict(raw)
-        pred = demo_prediction(model, result)
+        pred = protocol.from_deploy(model.predict(raw))
         backend = f"export ({run.name}/export, deploy runtime)"
     else:
-        x = trainer.preprocess(to_channels(raw, int(cfg.data.in_channels), name))[None]
-        with torch.no_grad(), trainer.autocast():
-            pred = trainer.predict_images(model, x)[0]
+        x, meta = protocol.preprocess(raw, name)
+        pred = protocol.predict(model, x[None], [meta])[0]
         backend = "checkpoint (checkpoints/best.pth, PyTorch)"
     display = to_channels(raw, 3, name)
     if display.dtype != np.uint8:
         display = (display * 255).clip(0, 255).astype(np.uint8)
-    drawn = trainer.draw(display, pred)
+    drawn = protocol.draw(display, pred)
     ok, png = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in trainer.demo_row(pred).items()}
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in protocol.csv_row(pred).items()}
     return {"name": name, "backend": backend, "task": cfg.task, "result": row,
             "image": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()}

@@ -146,8 +146,10 @@ class BaseTrainer:
 
     # task: eval / demo / export reports; see the classification trainer for an example
 
-    def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
-        """task: plots and per-sample files under work_dir/eval (metrics.json is written)."""
+    def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
+                          out: Path) -> None:
+        """task: plots and per-sample files under work_dir/eval (metrics.json is written);
+        `model` is the evaluated one, for reports that need another pass (t-SNE)."""
 
     def predict_images(self, model: nn.Module, batch: torch.Tensor) -> list[dict[str, Any]]:
         """task: a batch of preprocessed images -> one prediction dict per image (demo)."""

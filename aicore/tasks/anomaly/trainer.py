@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,26 +23,20 @@ from torch import nn
 
 from aicore import config as C
 from aicore.data.loaders import build_loader
-from aicore.engine.runners import checkpoint_path, out_dir
+from aicore.engine.runners import checkpoint_path
 from aicore.engine.trainer import BaseTrainer
-from aicore.errors import CheckpointError, ConfigError, DataError
+from aicore.errors import CheckpointError, ConfigError
 from aicore.registry import TRAINERS
 from aicore.tasks.anomaly import categories
 from aicore.tasks.anomaly.datasets import CLASSES
 from aicore.deploy.postprocess import is_defect
 from aicore.tasks.anomaly.models import AnomalyModel
+from aicore.tasks.anomaly.protocol import fingerprint
 
 
 def _ng_share(scores: np.ndarray, thr: float) -> float:
     """Share of the scores judged NG by the one verdict rule (is_defect)."""
     return float(np.mean([is_defect(v, thr) for v in scores])) if len(scores) else float("nan")
-
-
-def fingerprint(path: Path) -> str:
-    """Identifies one checkpoint file (size and modification time), so a threshold.json
-    computed for an earlier training run in the same folder is not used for a new one."""
-    st = path.stat()
-    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 @TRAINERS.register("AnomalyTrainer")
@@ -150,7 +143,8 @@ class AnomalyTrainer(BaseTrainer):
             model.calibrate(**evaluator.calibration)
         return metrics
 
-    def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
+    def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
+                          out: Path) -> None:
         from aicore.tasks.anomaly.metrics import pro_curve
         from aicore.tasks.anomaly.visualize import plot_pro, plot_roc, plot_score_histogram
         labels, scores = evaluator.labels, evaluator.scores
@@ -199,80 +193,3 @@ class AnomalyTrainer(BaseTrainer):
                 auroc = roc_auc_score(np.r_[np.zeros(len(good)), np.ones(len(s))],
                                       np.r_[good, s]) if len(good) else float("nan")
                 w.writerow([t, len(s), f"{auroc:.4f}", f"{_ng_share(s, thr):.4f}"])
-
-    # -- deployment: demo and export -----------------------------------------------------------
-
-    def deploy_calibration(self, model: AnomalyModel, section: str) -> dict[str, float]:
-        """Thresholds for demo/export: eval/threshold.json when it belongs to this checkpoint
-        (eval recomputed them, or a user edited them), else those the checkpoint holds."""
-        ckpt = checkpoint_path(self.cfg, section)
-        cal, source = model.calibration(), f"{ckpt} (found when it was trained)"
-        path = out_dir(self.cfg, "eval") / "threshold.json"
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-                if saved.get("checkpoint_fingerprint") == fingerprint(ckpt):
-                    cal = {k: float(saved[k]) for k in cal}
-                    source = str(path)
-                else:
-                    logger.warning(f"{path} was computed for another checkpoint than {ckpt}; "
-                                   f"using the thresholds stored in the checkpoint")
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise DataError(f"{path}: cannot read the thresholds ({type(e).__name__}: {e}); "
-                                f"fix the JSON or delete the file and run -o mode=eval") from None
-        if not math.isfinite(cal["image_threshold"]):
-            raise CheckpointError(f"{ckpt} has no decision threshold; run -o mode=eval to "
-                                  f"compute one (eval/threshold.json)")
-        logger.info(f"decision threshold {cal['image_threshold']:.5g} (pixel "
-                    f"{cal['pixel_threshold']:.5g}) from {source}")
-        self.calibration_source = source
-        return cal
-
-    def predict_images(self, model: nn.Module, batch: torch.Tensor) -> list[dict[str, Any]]:
-        if getattr(self, "demo_calibration", None) is None:
-            self.demo_calibration = self.deploy_calibration(model, "demo")
-        cal = self.demo_calibration
-        maps, scores = model(batch.to(self.device))
-        out = []
-        for amap, score in zip(maps[:, 0].float().cpu().numpy(), scores.float().cpu().tolist()):
-            thr_px = cal["pixel_threshold"]
-            area = float((amap >= thr_px).mean()) if math.isfinite(thr_px) else float("nan")
-            out.append({"map": amap, "score": score,
-                        "ng": is_defect(score, cal["image_threshold"]),
-                        "defect_area": area, **cal})
-        return out
-
-    def draw(self, rgb: np.ndarray, pred: dict[str, Any]) -> np.ndarray:
-        from aicore.tasks.anomaly.visualize import overlay
-        return overlay(rgb, pred["map"], pred["score"], pred["image_threshold"],
-                       pred["pixel_threshold"], pred["map_min"], pred["map_max"])
-
-    def demo_row(self, pred: dict[str, Any]) -> dict[str, Any]:
-        return {"verdict": "NG" if pred["ng"] else "OK", "score": f"{pred['score']:.6f}",
-                "threshold": f"{pred['image_threshold']:.6f}",
-                "defect_area": f"{pred['defect_area']:.6f}"}
-
-    def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
-        self.export_calibration = self.deploy_calibration(model, "export")
-        return model, ["anomaly_map", "score"]
-
-    def manifest_extra(self) -> dict[str, Any]:
-        cal = self.export_calibration
-        return {
-            "postprocess": {"image_threshold": cal["image_threshold"],
-                            "pixel_threshold": cal["pixel_threshold"],
-                            "map_min": cal["map_min"], "map_max": cal["map_max"],
-                            "rule": "NG when float32(score) >= float32(image_threshold)",
-                            "map_resize": "linear"},
-            "category": self.cfg.data.dataset.toDict().get("category") or
-            Path(str(self.cfg.data.root)).name,
-            "outputs_meaning": {
-                "anomaly_map": "(batch, 1, H, W) anomaly score per pixel at the input size",
-                "score": "(batch,) image anomaly score; higher = more anomalous"},
-            "thresholds": {"image": cal["image_threshold"], "pixel": cal["pixel_threshold"],
-                           "rule": "NG when score >= image; defect pixels where anomaly_map >= "
-                                   "pixel", "source": self.calibration_source},
-            "anomaly_map_range": {"min": cal["map_min"], "max": cal["map_max"],
-                                  "display": "heat = clip((anomaly_map - min) / (max - min), "
-                                             "0, 1)"},
-        }

@@ -15,7 +15,7 @@ from aicore.tasks.classification.visualize import plot_tsne
 PREDICTION_COLUMNS = ["path", "true", "predicted", "probability", "true_probability", "correct"]
 
 
-def write_all(trainer, evaluator, dataset, metrics: dict, out: Path) -> None:
+def write_all(trainer, model, evaluator, dataset, metrics: dict, out: Path) -> None:
     names = list(trainer.classes)
     save_confusion_matrix(evaluator.cm, names, out)
     rows = prediction_rows(evaluator, dataset, names)
@@ -24,8 +24,7 @@ def write_all(trainer, evaluator, dataset, metrics: dict, out: Path) -> None:
     _write_csv(out / "wrong.csv", sorted((r for r in rows if r[-1] == 0), key=lambda r: -float(r[3])))
     _write_csv(out / "correct.csv", sorted((r for r in rows if r[-1] == 1), key=lambda r: float(r[3])))
     write_per_class_table(metrics["per_class"], out)
-    model = getattr(trainer, "eval_model", None)
-    if trainer.cfg.eval.tsne and model is not None:
+    if trainer.cfg.eval.tsne:
         tsne_plot(trainer, model, dataset, evaluator, out / "tsne.png")
 
 

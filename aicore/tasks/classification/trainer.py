@@ -113,9 +113,10 @@ class ClassificationTrainer(BaseTrainer):
         tta = self.cfg.eval.tta if self.cfg.mode == "eval" else None
         return tta_logits(model, images, tta), (labels, indices)
 
-    def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
+    def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
+                          out: Path) -> None:
         from aicore.tasks.classification import report
-        report.write_all(self, evaluator, dataset, metrics, out)
+        report.write_all(self, model, evaluator, dataset, metrics, out)
 
     # -- demo -----------------------------------------------------------------------------------
 

@@ -120,7 +120,8 @@ class DetectionTrainer(BaseTrainer):
 
     # -- eval report ---------------------------------------------------------------------------
 
-    def write_eval_report(self, evaluator, dataset, metrics: dict, out: Path) -> None:
+    def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
+                          out: Path) -> None:
         """per_class_ap.png, pr_curves.png, and every detection as predictions.csv (one row per
         box; images with none get an empty row) and the same as a list in detections.json."""
         from aicore.tasks.detection.visualize import plot_per_class_ap, plot_pr_curves

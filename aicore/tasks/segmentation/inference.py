@@ -112,3 +112,17 @@ def sliding_window_logits(forward: Callable[[torch.Tensor], torch.Tensor], image
             out[:, :, y:y + wh, x:x + ww] += logits[k * n:(k + 1) * n] * weight
             norm[:, :, y:y + wh, x:x + ww] += weight
     return (out / norm)[:, :, :h, :w]
+
+
+def segment_logits(model: torch.nn.Module, images: torch.Tensor,
+                   window: SlidingWindow | None) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, classes, H, W) logits: one pass (upsampled to the input
+    when the model's output is smaller), or window by window."""
+    from aicore.tasks.segmentation.models import logits_of
+    if window is not None:
+        return sliding_window_logits(lambda x: logits_of(model(x)), images, window)
+    logits = logits_of(model(images))
+    if logits.shape[-2:] != images.shape[-2:]:
+        logits = F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear",
+                               align_corners=False)
+    return logits
