@@ -45,3 +45,33 @@ def test_default_cam_layer_has_spatial_extent():
     assert cam_std(model.layer4) == 0.0 and cam_std(layer) > 0.01
     # at a larger input the last stage has extent again and stays the default
     assert target_layer(model, None, torch.randn(1, 3, 96, 96)) is model.layer4
+
+
+# ------------------------------------------------------------------------------------------
+# AT distillation
+
+
+def test_at_distillation_falls_back_to_a_stage_with_extent(tmp_path):
+    """At 32 px both resnets end 1x1: AT on the final features is exactly 0, so the distiller
+    matches the deepest stage both have with extent (stride 16, 2x2) and the loss trains it."""
+    from aicore.tasks.classification.strategies import Distiller, attention_transfer
+    torch.manual_seed(0)
+    classes = ["a", "b", "c"]
+    teacher = timm.create_model("resnet18", num_classes=3)
+    path = tmp_path / "teacher.pth"
+    torch.save({"classes": classes, "model": teacher.state_dict(),
+                "config": {"model": {"type": "TimmClassifier", "name": "resnet18"}}}, path)
+    student = timm.create_model("resnet10t", num_classes=3)
+    distiller = Distiller({"checkpoint": str(path), "feature": "AT"}, student, classes,
+                          lambda node: timm.create_model(node["name"], num_classes=3),
+                          torch.device("cpu"))
+    x = torch.randn(4, 3, 32, 32)
+    logits = student(x)
+    parts = distiller.losses(x, logits)
+    final_s = distiller.student_tap.value
+    assert final_s.shape[-2:] == (1, 1)
+    assert float(attention_transfer(final_s, teacher.forward_features(x))) == 0.0
+    assert distiller._at_stride == 16 and float(parts["feat"]) > 0
+    parts["feat"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in student.layer3.parameters()
+               if p.grad is not None) > 0

@@ -73,6 +73,42 @@ class FeatureTap:
         model.forward_features = tapped
 
 
+class StageTaps:
+    """Forward hooks on a timm model's feature stages (feature_info): each stage's latest
+    output by reduction (stride), so AT can fall back to a stage with spatial extent when
+    forward_features is 1x1 (a small input through a deep CNN)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.outputs: dict[int, torch.Tensor] = {}
+        for entry in getattr(model, "feature_info", None) or []:
+            try:
+                module = model.get_submodule(entry["module"])
+            except (AttributeError, KeyError, TypeError):
+                continue
+            module.register_forward_hook(self._recorder(int(entry["reduction"])))
+
+    def _recorder(self, reduction: int):
+        def record(_module, _inputs, output) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                self.outputs[reduction] = output
+        return record
+
+
+def spatial_pair(fs: torch.Tensor, ft: torch.Tensor, taps_s: StageTaps | None,
+                 taps_t: StageTaps | None) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """The student/teacher feature pair AT compares: the final features when either has
+    spatial extent, else the deepest stage (same stride in both) that has; the stride used
+    (None for the final features)."""
+    if fs.dim() != 4 or ft.dim() != 4 or fs.shape[-2:].numel() > 1 or ft.shape[-2:].numel() > 1:
+        return fs, ft, None
+    if taps_s is not None and taps_t is not None:
+        for r in sorted(set(taps_s.outputs) & set(taps_t.outputs), reverse=True):
+            s, t = taps_s.outputs[r], taps_t.outputs[r]
+            if s.shape[-2:].numel() > 1 and t.shape[-2:].numel() > 1:
+                return s, t, r
+    return fs, ft, None
+
+
 def attention_transfer(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     """Zagoruyko & Komodakis 2017: match normalised spatial attention maps (mean of squared
     activations over channels); the smaller map sets the resolution."""
@@ -132,6 +168,10 @@ class Distiller:
         self.feature_weight = float(o["feature_weight"] if o["feature_weight"] is not None
                                     else {"AT": 1000.0, "SP": 3000.0}.get(self.feature, 0.0))
         self.student_tap = FeatureTap(student) if self.feature else None
+        # AT on 1x1 features compares two normalised scalars, always equal: a zero loss
+        self.stage_taps = (StageTaps(student), StageTaps(self.teacher)) \
+            if self.feature == "AT" else None
+        self._at_stride: int | None | bool = False  # stride AT used last (False: not yet)
         logger.info(f"distilling from {o['checkpoint']} ({teacher_cfg.get('type')} "
                     f"{teacher_cfg.get('name', '')}, {weights} weights), T={self.T}, "
                     f"alpha={self.alpha}, feature={self.feature or 'none'}")
@@ -149,8 +189,25 @@ class Distiller:
                       log_target=True) * T * T
         out = {"kd": kd}
         if self.feature:
-            out["feat"] = FEATURE_LOSSES[self.feature](self.student_tap.value, feats_t)
+            fs, ft = self.student_tap.value, feats_t
+            if self.stage_taps is not None:
+                fs, ft, stride = spatial_pair(fs, ft, *self.stage_taps)
+                self._note_at_stage(stride, fs)
+            out["feat"] = FEATURE_LOSSES[self.feature](fs, ft)
         return out
+
+    def _note_at_stage(self, stride: int | None, fs: torch.Tensor) -> None:
+        if stride == self._at_stride:
+            return
+        self._at_stride = stride
+        if stride is not None:
+            logger.info(f"train.distill.feature AT: the final features are 1x1 at this input "
+                        f"size (a zero loss); matching attention at the stride-{stride} stage "
+                        f"({fs.shape[-2]}x{fs.shape[-1]}) instead")
+        elif fs.dim() == 4 and fs.shape[-2:].numel() == 1:
+            logger.warning("train.distill.feature AT: the features are 1x1 and no earlier stage "
+                           "of both models has spatial extent, so the AT loss is 0; use "
+                           "feature SP or a larger data.input_size")
 
     def combine(self, task: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = (1 - self.alpha) * task + self.alpha * parts["kd"]
