@@ -75,3 +75,28 @@ def test_at_distillation_falls_back_to_a_stage_with_extent(tmp_path):
     parts["feat"].backward()
     assert sum(float(p.grad.abs().sum()) for p in student.layer3.parameters()
                if p.grad is not None) > 0
+
+
+# ------------------------------------------------------------------------------------------
+# train_batch.jpg after mixup / cutmix
+
+
+def test_train_batch_preview_is_the_mixed_batch():
+    import random
+
+    from aicore.tasks.classification.strategies import build_mixup, preview_mixup
+    mixup = build_mixup({"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "prob": 1.0}, 3)
+    images = torch.stack([torch.full((3, 16, 16), float(i)) for i in range(4)])
+    labels = torch.tensor([0, 1, 2, 0])
+    np.random.seed(0)  # timm draws the cutmix box from numpy's global stream
+    np_before, py_before = np.random.get_state()[1].copy(), random.getstate()
+    torch_before = torch.get_rng_state()
+    mixed, names = preview_mixup(mixup, images, labels, ["cat", "dog", "fox"])
+    # cutmix pasted a box of the flipped batch: image 0 now holds pixels of image 3
+    assert set(mixed[0].unique().tolist()) == {0.0, 3.0}
+    assert not torch.equal(mixed, images)
+    assert names[1].splitlines()[0].startswith(("dog", "fox")) and "\n" in names[1]
+    assert {n.split()[0] for n in names[1].splitlines()} == {"dog", "fox"}
+    # drawing the preview leaves every random stream where it was
+    assert (np.random.get_state()[1] == np_before).all() and random.getstate() == py_before
+    assert torch.equal(torch.get_rng_state(), torch_before)

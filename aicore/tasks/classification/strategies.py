@@ -49,6 +49,25 @@ def apply_mixup(mixup, images: torch.Tensor, labels: torch.Tensor, num_classes: 
     return images, t * (1 - smoothing) + smoothing / num_classes
 
 
+def preview_mixup(mixup, images: torch.Tensor, labels: torch.Tensor, classes: list[str]
+                  ) -> tuple[torch.Tensor, list[str]]:
+    """The batch as forward_loss mixes it, for train_batch.jpg: mixed images and each soft
+    target's two largest classes ("cat .62 / dog .38"). The random state is restored, so
+    drawing the preview changes nothing in training."""
+    state = ckpt_io.rng_state()
+    try:
+        mixed, targets = apply_mixup(mixup, images.clone(), labels.clone(), len(classes))
+    finally:
+        ckpt_io.set_rng_state(state)
+    names = []
+    for t in targets:
+        top = t.topk(min(2, len(classes)))
+        parts = [f"{classes[int(i)]} {float(v):.2f}" for v, i in zip(top.values, top.indices)
+                 if float(v) >= 0.1]
+        names.append("\n".join(parts))
+    return mixed, names
+
+
 # ------------------------------------------------------------------------------------------
 # knowledge distillation
 

@@ -101,7 +101,11 @@ class ClassificationTrainer(BaseTrainer):
         if self.cfg.train.save_train_batch and dist.is_main() and self.start_epoch == 0:
             from aicore.tasks.classification.visualize import save_batch_grid
             batch = next(iter(self.train_loader))
-            save_batch_grid(batch[0], [self.classes[int(i)] for i in batch[1]],
+            names = [self.classes[int(i)] for i in batch[1]]
+            if self.mixup is not None:  # what the model sees: mixed images and soft labels
+                images, names = S.preview_mixup(self.mixup, batch[0], batch[1], self.classes)
+                batch = (images, *batch[1:])
+            save_batch_grid(batch[0], names,
                             self.inference_pipeline()[1], self.work_dir / "train_batch.jpg")
 
     # -- evaluation ---------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def save_batch_grid(images, labels: Sequence[str], normalize, path: Path, max_im
         ax = axes.flat[i]
         ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
                   vmin=0, vmax=1)
-        ax.set_title(str(labels[i])[:14], fontsize=7)
+        ax.set_title("\n".join(line[:14] for line in str(labels[i]).splitlines()), fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
