@@ -136,9 +136,9 @@ def load_cfg(config: ConfigLike, overrides: Overrides = None):
 def _prepare(config: ConfigLike, overrides: Overrides, mode: str | None):
     """Load and validate like the CLI; returns (cfg, trainer class)."""
     from aicore import config as C
-    from aicore.cli import TASK_TRAINERS, import_custom_modules
-    from aicore.registry import TRAINERS
+    from aicore.cli import import_custom_modules
     from aicore.tasks import import_tasks
+    from aicore.tasks.spec import trainer_class
     import_tasks()
     texts = override_list(overrides)
     if mode is not None:
@@ -146,11 +146,7 @@ def _prepare(config: ConfigLike, overrides: Overrides, mode: str | None):
     cfg = load_cfg(config, texts)
     import_custom_modules(list(cfg.custom_imports or []))
     C.validate(cfg)
-    name = cfg.train.trainer or TASK_TRAINERS[cfg.task]
-    if name not in TRAINERS:
-        raise ConfigError(f"task '{cfg.task}' is not available in this version of AICore yet "
-                          f"(no trainer '{name}' registered)")
-    return cfg, TRAINERS.get(name)
+    return cfg, trainer_class(cfg)
 
 
 def _run(config, overrides, mode, one):

@@ -16,10 +16,6 @@ from loguru import logger
 
 from aicore.errors import AICoreError, ComponentError, ConfigError
 
-TASK_TRAINERS = {"classification": "ClassificationTrainer", "segmentation": "SegmentationTrainer",
-                 "detection": "DetectionTrainer", "anomaly": "AnomalyTrainer"}
-
-
 def import_custom_modules(extra: list[str] | None = None, folder: Path | None = None) -> list[str]:
     """Import every module in custom_modules/ (next to the working directory) and the
     config's custom_imports (dotted module names or .py / folder paths)."""
@@ -115,8 +111,8 @@ def run(config: str, overrides: list[str], check_only: bool = False):
     from aicore.engine import dist
     from aicore.engine.logging import setup_console
     from aicore.engine.runners import run_demo, run_eval, run_export
-    from aicore.registry import TRAINERS
     from aicore.tasks import import_tasks
+    from aicore.tasks.spec import trainer_class
 
     setup_console()
     cfg = C.load_config(config, overrides)
@@ -128,11 +124,7 @@ def run(config: str, overrides: list[str], check_only: bool = False):
         import json
         print(json.dumps(C.to_dict(cfg), indent=2))
         return None
-    trainer_name = cfg.train.trainer or TASK_TRAINERS[cfg.task]
-    if trainer_name not in TRAINERS:
-        raise ConfigError(f"task '{cfg.task}' is not available in this version of AICore yet "
-                          f"(no trainer '{trainer_name}' registered)")
-    trainer_cls = TRAINERS.get(trainer_name)
+    trainer_cls = trainer_class(cfg)  # train.trainer, else the registered task's
 
     def run_mode(trainer):
         if trainer.cfg.mode == "trainval":

@@ -25,10 +25,8 @@ from aicore.errors import AICoreError, ComponentError, ConfigError
 from aicore.registry import (DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS,
                              TRAINERS, TRANSFORMS, Registry)
 
-TASKS = ("classification", "segmentation", "detection", "anomaly")
-# Tasks whose models are fitted without gradients (PaDiM statistics, a PatchCore memory bank):
-# a training run needs no loss and no optimizer.
-GRADIENT_FREE_TASKS = ("anomaly",)
+# The tasks, their trainers, whether they train by gradient and the config keys only one task
+# has come from the task registry (aicore/tasks/spec.py); DEFAULTS holds the keys every task has.
 MODES = ("trainval", "eval", "demo", "export")
 
 # Plain sections and their defaults. A dict value of None marks an open dict (any keys).
@@ -79,25 +77,12 @@ DEFAULTS: dict[str, Any] = {
         "keep_last": None,  # how many epoch_N.pth to keep (None = all)
         "hooks": [],
         "deterministic": False,
-        # training strategies (classification; see notes/classification.md)
-        "class_balance": None,  # None | "loss" (balanced loss weights) | "sampler"
         "freeze_backbone_epochs": 0,  # train only the head for the first N epochs
-        "mixup": None,  # None | {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, ...}
-        "distill": None,  # None | {"checkpoint": teacher.pth, "temperature": 4, "alpha": 0.5}
-        "rdrop": None,  # None | {"alpha": 1.0}
         "save_train_batch": True,  # write train_batch.jpg: what the model sees
     },
-    # sliding_window (tasks that support it): false | true | {"window": [H, W], "overlap": 0.5};
-    # demo's null = same as eval's. eval's also applies to validation during training.
-    "eval": {"checkpoint": None, "split": "val", "weights": "auto", "out": None,
-             "sliding_window": False,
-             "tta": None,  # classification: None | "hflip" | "tencrop"
-             "tsne": True},  # classification: t-SNE plot of penultimate features
+    "eval": {"checkpoint": None, "split": "val", "weights": "auto", "out": None},
     "demo": {"source": None, "checkpoint": None, "weights": "auto", "out": None,
-             "max_images": None, "sliding_window": None,
-             "cam": None,  # classification: None | "GradCAM" | "GradCAMPlusPlus" | ...
-             "cam_layer": None,  # module name for the CAM; None = the last feature stage
-             "score_thresh": None,  # detection: lowest score drawn and listed (None = 0.3)
+             "max_images": None,
              "backend": "pytorch"},  # "pytorch" (checkpoint) | "onnx" (export via aicore.deploy)
     "export": {"checkpoint": None, "weights": "auto", "opset": 17, "formats": ["onnx", "torchscript"],
                "tolerance": 1e-4, "parity_images": 8, "out": None,
@@ -106,7 +91,6 @@ DEFAULTS: dict[str, Any] = {
                "half_tolerance": 0.01,  # FP16 parity bound against the float32 model
                "benchmark": False,  # latency / FPS of PyTorch, TorchScript and ONNX Runtime
                "benchmark_iters": 50,
-               "nms": False,  # detection: NMS inside the graph ((K, 7) rows, not dense boxes)
                "simplify": False},  # onnxslim the ONNX graph (checked for parity like the rest)
 }
 
@@ -280,9 +264,31 @@ def check_keys(node: dict, schema: dict, prefix: str, cfg: dict) -> None:
             close = difflib.get_close_matches(key, list(schema), n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else \
                 f" Known keys: {', '.join(sorted(schema))}."
+            owners = _tasks_with_key(path)
+            if owners:
+                hint = (f" Only task {' and '.join(owners)} has it; this config's task is "
+                        f"{cfg.get('task')!r}.")
             raise ConfigError(f"unknown config key '{path}'{where(cfg, path)}.{hint}")
         if isinstance(schema[key], dict) and isinstance(value, dict):
             check_keys(value, schema[key], path + ".", cfg)
+
+
+def _tasks_with_key(path: str) -> list[str]:
+    """The tasks whose own config keys include `path` (imports the built-in tasks: only
+    called on the way to an error)."""
+    from aicore.registry import TASKS
+    from aicore.tasks.spec import task_names
+    owners = []
+    for name in task_names():
+        node: Any = TASKS.get(name).defaults
+        for part in path.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            owners.append(name)
+    return owners
+
+
+_ABSENT = object()
 
 
 def signature_of(obj: Any) -> inspect.Signature | None:
@@ -343,13 +349,14 @@ def check_component(node: Any, registry: Registry, path: str, cfg: dict,
 
 def validate(cfg: DotMap) -> None:
     """Check the whole config before any work starts."""
-    from aicore.config_values import check_values
+    from aicore.config_values import check_values, rules_for
+    from aicore.tasks.spec import apply_task_defaults, get_task, merged_defaults
+    spec = get_task(cfg.toDict().get("task"), where(cfg.toDict(), "task"))
+    apply_task_defaults(cfg)  # the task's own keys, under what the config sets
     raw = cfg.toDict()
-    check_keys({k: v for k, v in raw.items() if not k.startswith("_")}, DEFAULTS, "", raw)
-    check_values(raw, where)
-    if raw["task"] not in TASKS:
-        raise ConfigError(f"'task' = {raw['task']!r}{where(raw, 'task')}: choose one of "
-                          f"{', '.join(TASKS)}")
+    check_keys({k: v for k, v in raw.items() if not k.startswith("_")},
+               merged_defaults(DEFAULTS, spec), "", raw)
+    check_values(raw, where, rules_for(spec))
     if raw["mode"] not in MODES:
         close = difflib.get_close_matches(str(raw["mode"]), MODES, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
@@ -383,7 +390,7 @@ def validate(cfg: DotMap) -> None:
         check_component(merged, DATASETS, f"data.{split}.dataset", raw, DATASET_INJECTED)
         for i, t in enumerate(data[split]["transforms"] or []):
             check_transform(t, f"data.{split}.transforms.{i}", raw)
-    needs_training = raw["mode"] == "trainval" and raw["task"] not in GRADIENT_FREE_TASKS
+    needs_training = raw["mode"] == "trainval" and not spec.gradient_free
     for key, registry, injected in COMPONENT_SLOTS:
         node = raw[key]
         if not node:

@@ -1,6 +1,7 @@
 """JSON Schema (draft 2020-12) of the whole config, for editors: ``python main.py --schema``.
 
-Plain keys come from DEFAULTS and the rules in aicore/config_values.py; each ``{"type": ...}``
+Plain keys come from DEFAULTS and the rules in aicore/config_values.py, plus each registered
+task's own keys and rules (its TaskSpec: aicore/tasks/<task>/spec.py); each ``{"type": ...}``
 slot lists the registered names and, per name, the constructor's arguments (from its
 signature: names always, JSON types where the annotation is plain). What the framework
 supplies itself (num_classes, params, ...) is left out.
@@ -10,10 +11,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from aicore.config import (COMPONENT_SLOTS, DATASET_INJECTED, DEFAULTS, MODES, OPEN_DICTS, TASKS,
+from aicore.config import (COMPONENT_SLOTS, DATASET_INJECTED, DEFAULTS, MODES, OPEN_DICTS,
                            signature_of)
-from aicore.config_values import ARG_RANGES, RULES, Rule, annotation_rule
-from aicore.registry import DATASETS, HOOKS, Registry
+from aicore.config_values import ARG_RANGES, Rule, annotation_rule, rules_for
+from aicore.registry import DATASETS, HOOKS, TASKS, Registry
+from aicore.tasks.spec import merged_defaults
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -112,16 +114,16 @@ def component_schema(registry: Registry, injected: set[str] = frozenset(),
     return out
 
 
-def _section(defaults: dict, prefix: str, slots: dict) -> dict:
+def _section(defaults: dict, prefix: str, slots: dict, rules: dict[str, Rule]) -> dict:
     props = {}
     for key, value in defaults.items():
         path = prefix + key
         if path in slots:
             props[key] = slots[path]
         elif isinstance(value, dict) and value and path not in OPEN_DICTS:
-            props[key] = _section(value, path + ".", slots)
-        elif path in RULES:
-            props[key] = rule_schema(RULES[path])
+            props[key] = _section(value, path + ".", slots, rules)
+        elif path in rules:
+            props[key] = rule_schema(rules[path])
         else:
             props[key] = {}
         if not isinstance(value, dict) and _jsonable(value) and "$ref" not in props[key]:
@@ -131,7 +133,8 @@ def _section(defaults: dict, prefix: str, slots: dict) -> dict:
 
 def build_schema() -> dict:
     """The whole config's schema; call after the tasks and custom modules are imported.
-    Transforms are named, not enumerated: every albumentations class is one."""
+    Transforms are named, not enumerated: every albumentations class is one. A key one task
+    owns is described for every config (the check at start-up refuses it for other tasks)."""
     nested = {"type": "array", "items": {"$ref": "#/$defs/transform"}}
     transform = {"type": "object", "required": ["type"],
                  "properties": {"type": {"type": "string"}, "transforms": nested}}
@@ -153,8 +156,9 @@ def build_schema() -> dict:
             for branch in node.get("allOf", []):
                 branch["then"]["properties"]["init_from"] = True
         slots[key] = {"anyOf": [node, {"type": "object", "maxProperties": 0}]}
-    schema = _section(DEFAULTS, "", slots)
-    schema["properties"]["task"] = {"enum": list(TASKS), "default": DEFAULTS["task"]}
+    specs = [TASKS.get(name) for name in TASKS.names()]
+    schema = _section(merged_defaults(DEFAULTS, *specs), "", slots, rules_for(*specs))
+    schema["properties"]["task"] = {"enum": TASKS.names(), "default": DEFAULTS["task"]}
     schema["properties"]["mode"] = {"enum": list(MODES), "default": DEFAULTS["mode"]}
     schema["properties"]["_base_"] = {"anyOf": [{"type": "string"},
                                                 {"type": "array", "items": {"type": "string"}}]}

@@ -15,8 +15,6 @@ from typing import Any, Callable
 
 from aicore.errors import ConfigError
 
-CAM_METHODS = ("GradCAM", "GradCAMPlusPlus", "HiResCAM", "XGradCAM", "LayerCAM", "EigenCAM",
-               "ScoreCAM", "AblationCAM", "FullGrad")  # aicore/tasks/classification/cam.py
 EXPORT_FORMATS = ("onnx", "torchscript")
 
 
@@ -144,9 +142,9 @@ BOOL = Rule("bool")
 PATH = Rule("str", nullable=True)
 POS = Rule("number", low=0, low_open=True)
 UNIT = Rule("number", low=0, high=1)
-WINDOW = Rule("dict", alt=("bool",), keys={"window": Rule("list", length=2, items=INT1),
-                                           "overlap": Rule("number", low=0, high=1, also=())})
 
+# Keys every task has; a task's own keys and their rules come with its TaskSpec
+# (aicore/tasks/<task>/spec.py), see rules_for().
 RULES: dict[str, Rule] = {
     "work_dir": PATH,
     "seed": Rule("int"),
@@ -183,34 +181,23 @@ RULES: dict[str, Rule] = {
     "train.eval_interval": INT1,
     "train.best_metric": Rule("str", nullable=True),
     "train.best_mode": Rule("choice", choices=("max", "min")),
-    "train.log_interval": INT1,
+    "train.log_interval": Rule("int", low=1, nullable=True),
     "train.progress": BOOL,
     "train.save_interval": INT0,
     "train.keep_last": Rule("int", low=1, nullable=True),
     "train.hooks": Rule("list", items=Rule("dict")),
     "train.deterministic": BOOL,
-    "train.class_balance": Rule("choice", choices=(None, "loss", "sampler")),
     "train.freeze_backbone_epochs": INT0,
-    "train.mixup": Rule("dict", nullable=True),
-    "train.distill": Rule("dict", nullable=True),
-    "train.rdrop": Rule("dict", nullable=True),
     "train.save_train_batch": BOOL,
     "eval.checkpoint": PATH,
     "eval.split": Rule("choice", choices=("train", "val", "test")),
     "eval.weights": Rule("choice", choices=("auto", "model", "ema")),
     "eval.out": PATH,
-    "eval.sliding_window": WINDOW,
-    "eval.tta": Rule("choice", choices=(None, "hflip", "tencrop")),
-    "eval.tsne": BOOL,
     "demo.source": PATH,
     "demo.checkpoint": PATH,
     "demo.weights": Rule("choice", choices=("auto", "model", "ema")),
     "demo.out": PATH,
     "demo.max_images": Rule("int", low=1, nullable=True),
-    "demo.sliding_window": Rule("dict", alt=("bool",), nullable=True, keys=WINDOW.keys),
-    "demo.cam": Rule("choice", choices=(None,) + CAM_METHODS),
-    "demo.cam_layer": Rule("str", nullable=True),
-    "demo.score_thresh": Rule("number", low=0, high=1, nullable=True),
     "demo.backend": Rule("choice", choices=("pytorch", "onnx")),
     "export.checkpoint": PATH,
     "export.weights": Rule("choice", choices=("auto", "model", "ema")),
@@ -224,7 +211,6 @@ RULES: dict[str, Rule] = {
     "export.half_tolerance": POS,
     "export.benchmark": BOOL,
     "export.benchmark_iters": INT1,
-    "export.nms": BOOL,
     "export.simplify": BOOL,
 }
 
@@ -237,9 +223,18 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_values(raw: dict, where: Callable[[dict, str], str]) -> None:
-    """Fail on the first plain key whose value breaks its rule."""
-    for key, rule in RULES.items():
+def rules_for(*specs: Any) -> dict[str, Rule]:
+    """RULES plus the rules of the given tasks' own keys (TaskSpec.rules)."""
+    out = dict(RULES)
+    for spec in specs:
+        out.update(spec.rules)
+    return out
+
+
+def check_values(raw: dict, where: Callable[[dict, str], str],
+                 rules: dict[str, Rule] | None = None) -> None:
+    """Fail on the first plain key whose value breaks its rule (RULES unless given)."""
+    for key, rule in (RULES if rules is None else rules).items():
         node: Any = raw
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:

@@ -41,19 +41,21 @@ class Registry:
         """Decorator: ``@MODELS.register()`` or ``@MODELS.register("Name")``."""
 
         def deco(obj, key=None):
-            key = key or obj.__name__
-            where = _origin(obj)
-            if key in self._entries and not force and self._origins[key] != where:
-                raise ConfigError(
-                    f"{self.name}: '{key}' is registered twice: first at {self._origins[key]}, "
-                    f"again at {where}. Rename one of them.")
-            self._entries[key] = obj
-            self._origins[key] = where
-            return obj
+            return self.add(key or obj.__name__, obj, _origin(obj), force=force)
 
         if callable(name):  # used as @REG.register without parentheses
             return deco(name)
         return lambda obj: deco(obj, name)
+
+    def add(self, key: str, obj: Any, where: str, *, force: bool = False) -> Any:
+        """Register obj under key, defined at `where` (file:line); see register()."""
+        if key in self._entries and not force and self._origins[key] != where:
+            raise ConfigError(
+                f"{self.name}: '{key}' is registered twice: first at {self._origins[key]}, "
+                f"again at {where}. Rename one of them.")
+        self._entries[key] = obj
+        self._origins[key] = where
+        return obj
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries or self._resolve_fallback(key) is not None
@@ -121,6 +123,7 @@ SCHEDULERS = Registry("schedulers")
 EVALUATORS = Registry("evaluators")
 HOOKS = Registry("hooks")
 TRAINERS = Registry("trainers")
+TASKS = Registry("tasks")  # name -> aicore.tasks.spec.TaskSpec
 
 ALL = {r.name: r for r in (DATASETS, TRANSFORMS, MODELS, LOSSES, OPTIMIZERS, SCHEDULERS,
-                           EVALUATORS, HOOKS, TRAINERS)}
+                           EVALUATORS, HOOKS, TRAINERS, TASKS)}

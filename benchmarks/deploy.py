@@ -58,14 +58,14 @@ def eager_module(config: Path, export: Path):
     import torch
 
     from aicore import config as C
-    from aicore.cli import TASK_TRAINERS
     from aicore.engine.runners import load_model
-    from aicore.registry import TRAINERS
     from aicore.tasks import import_tasks
+    from aicore.tasks.spec import apply_task_defaults, trainer_class
     import_tasks()
     manifest = json.loads((export / "manifest.json").read_text())
     cfg = C.load_config(str(config), ["mode=export", f"export.checkpoint={manifest['checkpoint']}"])
-    trainer = TRAINERS.get(TASK_TRAINERS[cfg.task])(cfg)
+    apply_task_defaults(cfg)
+    trainer = trainer_class(cfg)(cfg)
     trainer.device = torch.device("cpu")
     model, _ = load_model(trainer, cfg, "export")
     wrapper, _ = trainer.export_module(model)

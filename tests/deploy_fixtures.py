@@ -129,14 +129,13 @@ IMAGE_PATTERNS = {"classification": "val/*/*.png", "classification_slim": "val/*
 def torch_demo(config: Path, overrides: list[str]):
     """mode=demo's own predictor (the PyTorch checkpoint) for a config."""
     from aicore import config as C
-    from aicore.cli import TASK_TRAINERS
     from aicore.engine.runners import demo_predictor
-    from aicore.registry import TRAINERS
     from aicore.tasks import import_tasks
+    from aicore.tasks.spec import trainer_class
     import_tasks()
     cfg = C.load_config(str(config), ["mode=demo", "demo.source=unused", *overrides])
     C.validate(cfg)
-    trainer = TRAINERS.get(TASK_TRAINERS[cfg.task])(cfg)
+    trainer = trainer_class(cfg)(cfg)
     return trainer, demo_predictor(trainer)
 
 

@@ -85,12 +85,8 @@ OVERRIDES = [
     ("eval.split=training", "'eval.split' = \"training\""),
     ("eval.weights=best", "'eval.weights' = \"best\""),
     ("eval.tsne=1", "'eval.tsne' = 1"),
-    ("eval.sliding_window=5", "'eval.sliding_window' = 5"),
-    ('eval.sliding_window={"window": [0, 64]}', "'eval.sliding_window.window' = [0, 64]"),
-    ('eval.sliding_window={"overlap": 2}', "'eval.sliding_window.overlap' = 2"),
     ("demo.cam=gradcam", "'demo.cam' = \"gradcam\""),
     ("demo.max_images=0", "'demo.max_images' = 0"),
-    ("demo.score_thresh=1.5", "'demo.score_thresh' = 1.5"),
     ("demo.backend=tensorrt", "'demo.backend' = \"tensorrt\""),
     ('export.formats=["onnx","trt"]', "'export.formats' = [\"onnx\", \"trt\"]"),
     ("export.formats=[]", "(at least 1)"),
@@ -100,6 +96,22 @@ OVERRIDES = [
     ("export.parity_images=-1", "'export.parity_images' = -1"),
     ("export.half=fp16", "'export.half' = \"fp16\""),
     ("export.benchmark_iters=0", "'export.benchmark_iters' = 0"),
+]
+
+
+# keys only one task has (its TaskSpec): (task, override, text the message must contain)
+TASK_OVERRIDES = [
+    ("segmentation", "eval.sliding_window=5", "'eval.sliding_window' = 5"),
+    ("segmentation", 'eval.sliding_window={"window": [0, 64]}',
+     "'eval.sliding_window.window' = [0, 64]"),
+    ("segmentation", 'eval.sliding_window={"overlap": 2}', "'eval.sliding_window.overlap' = 2"),
+    ("detection", "demo.score_thresh=1.5", "'demo.score_thresh' = 1.5"),
+    ("detection", "export.nms=1", "'export.nms' = 1"),
+    # another task's key is not this task's
+    ("classification", "demo.score_thresh=0.5", "unknown config key 'demo.score_thresh' (set in "
+                                               "-o demo.score_thresh=0.5). Only task detection "
+                                               "has it; this config's task is 'classification'"),
+    ("detection", "eval.tta=hflip", "Only task classification has it"),
 ]
 
 
@@ -126,6 +138,17 @@ def test_bad_value_refused(capsys, tmp_path, cfg_path, override, needle):
         assert f"(set in -o {override})" in line, line  # blamed on the -o, not on the file
     assert not (tmp_path / "run").exists()
     assert cfg_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("task,override,needle", TASK_OVERRIDES,
+                         ids=[f"{t}:{o}" for t, o, _ in TASK_OVERRIDES])
+def test_bad_task_value_refused(capsys, tmp_path, task, override, needle):
+    from tests.conftest import ROOT
+    line = _refused(capsys, "-c", str(ROOT / "configs" / task / "quickstart.json"),
+                    "-o", f"work_dir={tmp_path / 'run'}", "-o", override, "--check")
+    assert needle in line, line
+    assert f"(set in -o {override})" in line, line
+    assert not (tmp_path / "run").exists()
 
 
 def test_value_from_the_file_is_blamed_on_the_file(capsys, tmp_path, cls_root):
@@ -170,23 +193,42 @@ def test_duplicate_class_name_in_labels_file(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def _keys(node, prefix=""):
+    for k, v in node.items():
+        yield prefix + k
+        if isinstance(v, dict) and v and prefix + k not in OPEN_DICTS:
+            yield from _keys(v, prefix + k + ".")
+
+
+def _specs():
+    from aicore.registry import TASKS
+    from aicore.tasks.spec import task_names
+    return [TASKS.get(n) for n in task_names()]
+
+
 def test_every_plain_key_has_a_rule():
-    def keys(node, prefix=""):
-        for k, v in node.items():
-            yield prefix + k
-            if isinstance(v, dict) and v and prefix + k not in OPEN_DICTS:
-                yield from keys(v, prefix + k + ".")
-    missing = [k for k in keys(DEFAULTS) if k not in RULES and k not in ("task", "mode")]
+    missing = [k for k in _keys(DEFAULTS) if k not in RULES and k not in ("task", "mode")]
     assert not missing
+    for spec in _specs():  # a task's own keys come with their rules
+        assert spec.defaults or not spec.rules, spec.name
+        missing = [k for k in _keys(spec.defaults) if k not in spec.rules and k not in DEFAULTS]
+        assert not missing, (spec.name, missing)
+        # and they are the task's own: no built-in key is redefined
+        shared = [k for k in spec.rules if k in RULES]
+        assert not shared, (spec.name, shared)
 
 
 def test_defaults_satisfy_their_rules():
     from aicore.config_values import find_problem
-    for key, rule in RULES.items():
-        node = DEFAULTS
-        for part in key.split("."):
-            node = node[part]
-        assert find_problem(rule, node, key) is None, key
+    from aicore.tasks.spec import merged_defaults
+    for spec in [None, *_specs()]:
+        rules = RULES if spec is None else spec.rules
+        defaults = DEFAULTS if spec is None else merged_defaults(DEFAULTS, spec)
+        for key, rule in rules.items():
+            node = defaults
+            for part in key.split("."):
+                node = node[part]
+            assert find_problem(rule, node, key) is None, key
 
 
 BUGGY_MODEL = '''

@@ -59,10 +59,9 @@ def scan_files(root: Path) -> dict[str, Any]:
 def dataset_checks(root: Path, task: str, configs_dir: Path) -> list[dict[str, Any]]:
     """Build each split's dataset with the task's base config and this root."""
     from aicore import config as C
-    from aicore.cli import TASK_TRAINERS
     from aicore.errors import AICoreError
-    from aicore.registry import TRAINERS
     from aicore.tasks import import_tasks
+    from aicore.tasks.spec import apply_task_defaults, trainer_class
     import_tasks()
     base = configs_dir / "_base_" / f"{task}.json"
     out = []
@@ -70,7 +69,8 @@ def dataset_checks(root: Path, task: str, configs_dir: Path) -> list[dict[str, A
         # only the data sections matter here: the base config has no model, so it is not
         # validated as a whole
         cfg = C.load_config(base, [f"data.root={root}", "data.num_workers=0"])
-        trainer = TRAINERS.get(TASK_TRAINERS[task])(cfg)
+        apply_task_defaults(cfg)
+        trainer = trainer_class(cfg)(cfg)
     except (AICoreError, OSError) as e:
         return [{"split": "config", "ok": False, "message": f"error: {e}"}]
     for split in ("train", "val", "test"):

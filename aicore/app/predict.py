@@ -29,15 +29,15 @@ def decode(data: bytes, name: str) -> np.ndarray:
 
 def _trainer_for(run: Path):
     from aicore import config as C
-    from aicore.cli import TASK_TRAINERS, import_custom_modules
-    from aicore.registry import TRAINERS
+    from aicore.cli import import_custom_modules
     from aicore.tasks import import_tasks
+    from aicore.tasks.spec import apply_task_defaults, trainer_class
     import_tasks()
     cfg = C.load_config(run / "config.json", ["mode=demo", f"work_dir={run}",
                                               "demo.checkpoint=null", "demo.weights=\"auto\""])
     import_custom_modules(list(cfg.custom_imports or []))
-    name = cfg.train.trainer or TASK_TRAINERS[cfg.task]
-    return TRAINERS.get(name)(cfg), cfg
+    apply_task_defaults(cfg)
+    return trainer_class(cfg)(cfg), cfg
 
 
 def _loaded(run: Path, use_export: bool):

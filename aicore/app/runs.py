@@ -29,13 +29,10 @@ _DEFAULT_METRIC = {}
 def default_metric(task: str) -> str | None:
     """The task trainer's main metric (what picks best.pth when train.best_metric is null)."""
     if task not in _DEFAULT_METRIC:
-        from aicore.cli import TASK_TRAINERS
-        from aicore.registry import TRAINERS
-        from aicore.tasks import import_tasks
-        import_tasks()
-        name = TASK_TRAINERS.get(task)
-        _DEFAULT_METRIC[task] = getattr(TRAINERS.get(name), "default_metric", None) \
-            if name in TRAINERS else None
+        from aicore.tasks.spec import find_task, task_names
+        task_names()  # imports the built-in tasks
+        spec = find_task(task)
+        _DEFAULT_METRIC[task] = getattr(spec.trainer, "default_metric", None) if spec else None
     return _DEFAULT_METRIC[task]
 
 

@@ -85,7 +85,7 @@ def run_eval(trainer) -> dict[str, Any]:
     split = cfg.eval.split
     dataset = trainer.build_dataset(split, train=False)
     _check_classes(trainer, dataset, checkpoint_path(cfg, "eval"))
-    loader = trainer.build_loader(dataset, train=False)
+    loader = trainer.build_loader(dataset, train=False, model=model)  # -1: measured on it
     evaluator = trainer.build_evaluator()
     scored = make_protocol(trainer).eval_module(model)  # classification: eval.tta
     t0 = time.perf_counter()

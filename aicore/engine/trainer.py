@@ -66,9 +66,15 @@ class BaseTrainer:
     task: str = ""
     #: evaluator metric used for best.pth when train.best_metric is not set
     default_metric: str = ""
-    #: False for gradient-free trainers (anomaly models are fitted, not trained): no loss,
-    #: optimizer, scheduler or scaler is built, and the model is not wrapped in DDP
-    needs_optimizer: bool = True
+
+    @property
+    def needs_optimizer(self) -> bool:
+        """False for a gradient-free task (TaskSpec.gradient_free: anomaly models are fitted,
+        not trained): no loss, optimizer, scheduler or scaler is built, and the model is not
+        wrapped in DDP."""
+        from aicore.tasks.spec import find_task
+        spec = find_task(self.cfg.get("task") or self.task)
+        return not (spec is not None and spec.gradient_free)
     #: True: 8-bit images are resized as float32 (no rounding to whole grey levels) in
     #: preprocess() and, through the manifest's "resize_precision", in the deploy runtime; the
     #: task's datasets must resize the same way
@@ -247,16 +253,13 @@ class BaseTrainer:
         data = self.cfg.data
         return {**data.dataset.toDict(), **data[split].dataset.toDict()}
 
-    def build_loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def build_loader(self, dataset: Dataset, train: bool, model: nn.Module | None = None
+                     ) -> DataLoader:
+        """A loader over `dataset`; its batch size from `resolve_batch_size` (-1 measured with
+        `model`, default self.model)."""
+        from aicore.engine.autobatch import resolve_batch_size
         data = self.cfg.data
-        bs = int(data.batch_size)
-        if bs == -1:
-            bs = self.auto_batch_size(dataset)
-        elif bs < 1:
-            raise ConfigError(f"data.batch_size = {bs}: use a positive number, or -1 to pick "
-                              f"the largest batch that fits")
-        if not train and data.val_batch_size:
-            bs = int(data.val_batch_size)
+        bs = resolve_batch_size(self, dataset, train, model)
         return build_loader(dataset, bs, train, int(data.num_workers), int(self.cfg.seed),
                             collate_fn=self.collate_fn(), sample_weights=(
                                 self.sample_weights(dataset) if train else None))
@@ -264,12 +267,6 @@ class BaseTrainer:
     def sample_weights(self, dataset: Dataset) -> list[float] | None:
         """Per-sample drawing weights for the training sampler (None = uniform shuffling)."""
         return None
-
-    def auto_batch_size(self, dataset: Dataset) -> int:
-        from aicore.engine.autobatch import auto_batch_size
-        if not hasattr(self, "_auto_bs"):
-            self._auto_bs = auto_batch_size(self, dataset)
-        return self._auto_bs
 
     def build_model(self) -> nn.Module:
         node = {k: v for k, v in self.cfg.model.toDict().items() if k != "init_from"}

@@ -44,7 +44,6 @@ class AnomalyTrainer(BaseTrainer):
     task = "anomaly"
     default_metric = "image_AUROC"
     default_evaluator = "AnomalyEvaluator"
-    needs_optimizer = False
     resize_in_float = True  # as MVTecDataset: rounding resized pixels is noise PaDiM scores
 
     # -- several categories per config --------------------------------------------------------
@@ -59,14 +58,16 @@ class AnomalyTrainer(BaseTrainer):
 
     # -- building ------------------------------------------------------------------------------
 
-    def build_loader(self, dataset, train: bool):
+    def build_loader(self, dataset, train: bool, model: nn.Module | None = None):
         if not train:
-            return super().build_loader(dataset, train)
+            return super().build_loader(dataset, train, model)
         # The fit must see every good image exactly once: shard without the shuffling and the
         # padding (repeated samples) of a training sampler; order does not change a fit.
+        from aicore.engine.autobatch import resolve_batch_size
         data = self.cfg.data
-        return build_loader(dataset, int(data.batch_size), False, int(data.num_workers),
-                            int(self.cfg.seed), collate_fn=self.collate_fn())
+        return build_loader(dataset, resolve_batch_size(self, dataset, True, model), False,
+                            int(data.num_workers), int(self.cfg.seed),
+                            collate_fn=self.collate_fn())
 
     def model_kwargs(self) -> dict[str, Any]:
         # buffer shapes (PaDiM's per-position statistics) follow the input size

@@ -1,1 +1,1 @@
-from aicore.tasks.classification import datasets, evaluator, models, trainer  # noqa: F401  (register)
+from aicore.tasks.classification import datasets, evaluator, models, spec, trainer  # noqa: F401  (register)

@@ -1,3 +1,3 @@
 # importing the modules registers their components
 from aicore.tasks.detection import (datasets, evaluator, hooks, losses,  # noqa: F401
-                                    torchvision_models, trainer, yolox)
+                                    spec, torchvision_models, trainer, yolox)

@@ -1,3 +1,3 @@
 """Semantic segmentation: importing the package registers its components."""
-from aicore.tasks.segmentation import (datasets, evaluator, losses, models,  # noqa: F401
+from aicore.tasks.segmentation import (datasets, evaluator, losses, models, spec,  # noqa: F401
                                        trainer)
