@@ -100,3 +100,54 @@ def test_train_batch_preview_is_the_mixed_batch():
     # drawing the preview leaves every random stream where it was
     assert (np.random.get_state()[1] == np_before).all() and random.getstate() == py_before
     assert torch.equal(torch.get_rng_state(), torch_before)
+
+
+# ------------------------------------------------------------------------------------------
+# demo: video frame rate, max_images
+
+
+def test_demo_video_keeps_the_source_frame_rate(trained_run, tmp_path):
+    from aicore.data.sources import video_fps
+    cfg, _ = trained_run
+    video = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 8, (48, 48))
+    for i in range(3):
+        w.write(np.full((48, 48, 3), 40 * i, np.uint8))
+    w.release()
+    assert video_fps(video) == pytest.approx(8)
+    out = tmp_path / "demo"
+    assert run_cli("-c", str(cfg), "-o", "mode=demo", "-o", f"demo.source={video}",
+                   "-o", f"demo.out={out}") == 0
+    cap = cv2.VideoCapture(str(out / "clip_pred.mp4"))
+    try:
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(8)
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    finally:
+        cap.release()
+
+
+def _touch_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{i:03d}.png")
+        cv2.imwrite(str(paths[-1]), np.full((8, 8, 3), i, np.uint8))
+    return paths
+
+
+def test_max_images_takes_a_spread_of_the_source(tmp_path):
+    """A capped folder source covers every sub-folder (class; good and each defect type),
+    evenly spaced within each, instead of the first N files of the first class."""
+    from aicore.data.sources import iter_sources
+    good = _touch_images(tmp_path / "test" / "good", 10)
+    crack = _touch_images(tmp_path / "test" / "crack", 3)
+    hole = _touch_images(tmp_path / "test" / "hole", 1)
+    names = [n for n, _, _ in iter_sources(str(tmp_path / "test"), 6)]
+    # one per sub-folder in turn: crack 3 (all it has), good 2 (its first and last), hole 1
+    assert names == sorted(map(str, [*crack, good[0], good[9], hole[0]]))
+    assert len([n for n, _, _ in iter_sources(str(tmp_path / "test"), 9)
+                if "/good/" in n]) == 5  # 9 = crack 3 + hole 1 + good 5
+    flat = _touch_images(tmp_path / "flat", 9)
+    assert [n for n, _, _ in iter_sources(str(tmp_path / "flat"), 3)] == \
+        [str(flat[0]), str(flat[4]), str(flat[8])]
+    assert len(list(iter_sources(str(tmp_path / "test")))) == 14  # no cap: everything

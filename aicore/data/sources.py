@@ -1,4 +1,5 @@
-"""Walk a demo/predict source: one image, a folder of images (recursively, sorted) or a video.
+"""Walk a demo/predict source: one image, a folder of images (recursively, sorted; with a
+limit, a spread over its sub-folders) or a video.
 
 Torch-free, so both `mode=demo` (aicore/engine/runners.py) and the deploy runtime's `predict`
 command (aicore/deploy/cli.py) read their inputs through this one function.
@@ -29,6 +30,41 @@ def read_unchanged(path: str | Path) -> np.ndarray:
     return img
 
 
+def video_fps(path: str | Path, default: float = 25.0) -> float:
+    """The frame rate a video file declares (``default`` when it declares none, as some
+    containers and image sequences do), so a demo video plays at the source's speed."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if np.isfinite(fps) and 0 < fps <= 1000 else default
+
+
+def spread(files: list[Path], n: int | None) -> list[Path]:
+    """`n` of the (sorted) files that cover the source rather than its first `n`: shared out
+    across the sub-folders in turn (classes, good and each defect type), evenly spaced within
+    each, returned in sorted order."""
+    if n is None or n >= len(files):
+        return files
+    groups: dict[Path, list[Path]] = {}
+    for p in files:
+        groups.setdefault(p.parent, []).append(p)
+    quota = dict.fromkeys(groups, 0)
+    left = max(0, int(n))
+    while left:
+        for g, members in groups.items():
+            if left and quota[g] < len(members):
+                quota[g] += 1
+                left -= 1
+    chosen = []
+    for g, members in groups.items():
+        if quota[g]:
+            picks = np.linspace(0, len(members) - 1, quota[g]).round().astype(int)
+            chosen += [members[i] for i in picks]
+    return sorted(chosen)
+
+
 def iter_sources(source: str, max_images: int | None = None, key: str = ""
                  ) -> Iterator[tuple[str, np.ndarray, Any]]:
     """(name, image as read from disk, video-frame index or None). `key` names the setting in
@@ -41,7 +77,7 @@ def iter_sources(source: str, max_images: int | None = None, key: str = ""
         files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
         if not files:
             raise DataError(f"{where}: the folder has no images ({'/'.join(IMAGE_EXTENSIONS)})")
-        for p in files[:max_images]:
+        for p in spread(files, max_images):
             yield str(p), read_unchanged(p), None
     elif path.suffix.lower() in VIDEO_EXTENSIONS:
         cap = cv2.VideoCapture(str(path))

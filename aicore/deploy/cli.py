@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from aicore.data.sources import iter_sources
+from aicore.data.sources import iter_sources, video_fps
 from aicore.errors import AICoreError
 
 def predict(args: argparse.Namespace) -> int:
@@ -38,7 +38,8 @@ def predict(args: argparse.Namespace) -> int:
                 report.save_drawn(staged, name, source, drawn)
             else:
                 if writer is None:
-                    writer = report.video_writer(staged / (Path(name).stem + "_pred.mp4"), drawn)
+                    writer = report.video_writer(staged / (Path(name).stem + "_pred.mp4"), drawn,
+                                                 video_fps(name))
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
             rows.append({"source": name, "frame": "" if frame is None else frame,
                          **report.demo_row(task, classes, pred)})

@@ -93,6 +93,7 @@ def save_drawn(out: Path, name: str, source: Path, drawn: np.ndarray) -> None:
     imwrite(out / rel.with_suffix(".png"), drawn)
 
 
-def video_writer(path: Path, drawn: np.ndarray):
+def video_writer(path: Path, drawn: np.ndarray, fps: float = 25.0):
+    """An mp4 writer for frames like `drawn`, at the source video's `fps`."""
     h, w = drawn.shape[:2]
-    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
+    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
