@@ -19,7 +19,7 @@ from loguru import logger
 from torch import nn
 
 from aicore.data.io import imwrite, to_channels
-from aicore.data.sources import iter_sources
+from aicore.data.sources import iter_sources, video_fps
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.protocol import make_protocol
@@ -190,7 +190,8 @@ def _demo_into(protocol, predict, cfg, out: Path) -> list[dict[str, Any]]:
             if writer is None:
                 target = out / (Path(name).stem + "_pred.mp4")
                 h, w = drawn.shape[:2]
-                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
+                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"),
+                                         video_fps(name), (w, h))
             writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         rows.append({"source": name, "frame": "" if frame is None else frame,
                      **protocol.csv_row(pred)})
