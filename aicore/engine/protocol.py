@@ -257,7 +257,12 @@ class TrainerMethods(TaskProtocol):
 
 
 def protocol_class(task: str) -> type[TaskProtocol] | None:
-    """The task's protocol class; None while its trainer still carries the methods."""
+    """The task's protocol class: its TaskSpec's (aicore/tasks/spec.py), else the table
+    above; None while its trainer still carries the methods."""
+    from aicore.tasks.spec import find_task
+    spec = find_task(task)
+    if spec is not None and spec.protocol is not None:
+        return spec.protocol
     target = PROTOCOLS.get(task)
     if target is None:
         return None

@@ -30,8 +30,9 @@ class TaskSpec:
         drawn), or None while the trainer still carries those methods itself.
     gradient_free: models are fitted, not trained (PaDiM statistics, a PatchCore memory
         bank): a training run needs no loss and no optimizer.
-    defaults: config keys only this task has, nested like the config (``{"eval": {"tta":
-        None}}``); merged under the user's config for a run of this task.
+    defaults: the task's config defaults, nested like the config (``{"eval": {"tta":
+        None}}``): keys only this task has, and shared keys whose built-in default it changes;
+        merged under the user's config for a run of this task.
     rules: dotted key -> ``aicore.config_values.Rule`` for every plain key in ``defaults``.
     """
 
@@ -104,16 +105,20 @@ def _fill(node: dict, defaults: dict) -> None:
 
 
 def apply_task_defaults(cfg) -> None:
-    """Add the task's own keys, with their defaults, where the loaded config (a DotMap) does
-    not set them; what the user set is kept."""
+    """Merge the task's defaults under the loaded config (a DotMap): a key the config files or
+    overrides set keeps their value; any other key, a task-only one or a shared one whose
+    built-in default the task changes (e.g. train.best_mode), takes the task's default."""
     from dotmap import DotMap
     spec = get_task(cfg.task)
+    origins = cfg.get("_origins") or {}
+    origins = origins.toDict() if isinstance(origins, DotMap) else dict(origins)
 
-    def fill(node: DotMap, defaults: dict) -> None:
+    def fill(node: DotMap, defaults: dict, prefix: str) -> None:
         for key, value in defaults.items():
-            if key not in node:
+            path = prefix + key
+            if isinstance(value, dict) and value and isinstance(node.get(key), DotMap):
+                fill(node[key], value, path + ".")
+            elif key not in node or path not in origins:  # origins: every key a file or -o set
                 node[key] = DotMap(copy.deepcopy(value), _dynamic=False) \
                     if isinstance(value, dict) else copy.deepcopy(value)
-            elif isinstance(value, dict) and isinstance(node[key], DotMap):
-                fill(node[key], value)
-    fill(cfg, spec.defaults)
+    fill(cfg, spec.defaults, "")
