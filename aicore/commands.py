@@ -7,6 +7,7 @@
     aicore check  -c CONFIG [-o ...]                  (load, validate, print; nothing is built)
     aicore list   REGISTRY [PATTERN]
     aicore demo-data OUT [--task T]                   (the synthetic data the quickstarts read)
+    aicore app [--runs runs] [--data data] [--port 8765]  (the local web app, python -m aicore.app)
 
 CONFIG is a file or the name of a shipped config (``classification/quickstart``; see
 ``aicore list configs``). Each sub-command is turned into the equivalent ``main.py`` argument
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", nargs="?", default="data/demo", help="output folder (data/demo)")
     s.add_argument("--task", default="all",
                    help="all, classification, segmentation, detection or anomaly")
+    from aicore.app.__main__ import DESCRIPTION, add_arguments
+    s = sub.add_parser("app", help="start the local web app (same as python -m aicore.app)",
+                       description=DESCRIPTION)
+    add_arguments(s)
     return p
 
 
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(_list_configs(args.pattern))
         from aicore.cli import list_components
         sys.exit(list_components(args.registry, args.pattern))
+    if args.command == "app":
+        from aicore.app.__main__ import serve
+        serve(args)
+        return
     if args.command == "demo-data":
         from aicore.tools.demo_data import main as demo_data
         demo_data([args.out, "--task", args.task])

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("appworld_browser"))
+    return build_world(tmp_path_factory.mktemp("appworld_browser"), tasks=True)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,102 @@ def test_launch_one_epoch_reaches_finished(page, server, world, shots):
     page.wait_for_selector("#runs tbody tr[data-id='from_browser']")
     assert page.locator("#runs tbody tr[data-id='from_browser'] .status").inner_text() == \
         "finished"
+
+
+@pytest.mark.parametrize("run,section,shot", [
+    ("seg", "#overlays figure.pair img", "report_segmentation"),
+    ("det", "#boxes figure img", "report_detection"),
+    ("anomaly", "#heatmaps figure img", "report_anomaly")])
+def test_report_page_of_each_task(page, server, run, section, shot, shots):
+    page.goto(f"{server}/run/{run}/report")
+    page.wait_for_selector(".task-plot img")
+    imgs = page.locator(section)
+    assert imgs.count() >= 1
+    # every image on the page decoded (served or drawn by the app), none broken
+    page.wait_for_function("() => [...document.images].every(i => i.complete)")
+    broken = page.eval_on_selector_all("img", "els => els.filter(i => !i.naturalWidth).length")
+    assert broken == 0
+    snap(page, shots, shot)
+
+
+def test_binary_threshold_slider_matches_predictions_csv(page, server, world, shots):
+    with open(world.runs / "okng" / "eval" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # P(defect) from the two-class softmax of each eval image
+    p = [(r["true"], float(r["true_probability"]) if r["true"] == "defect"
+          else 1 - float(r["true_probability"])) for r in rows]
+    good = [v for t, v in p if t == "good"]
+    defect = [v for t, v in p if t == "defect"]
+    page.goto(server + "/run/okng/threshold")
+    page.wait_for_selector("#hist svg")
+    assert page.inner_text("#score-name") == "P(defect)"
+    assert page.input_value("#ng-class") == "defect"
+    for t in (0.0, 0.3, 0.45, 0.5, 0.55, 0.9):
+        page.eval_on_selector("#thr-slider", "(s, t) => { s.value = t; s.dispatchEvent("
+                              "new Event('input')); }", t)
+        t_used = float(page.input_value("#thr-value"))
+        esc = sum(v < t_used for v in defect)
+        over = sum(v >= t_used for v in good)
+        assert page.locator("#escape").get_attribute("data-count") == str(esc)
+        assert page.locator("#overkill").get_attribute("data-count") == str(over)
+        assert f"({over} of {len(good)})" in page.inner_text("#overkill")
+    page.fill("#target", "0")
+    page.click("#apply-target")
+    page.wait_for_function("() => document.querySelector('#escape').dataset.count === '0'")
+    snap(page, shots, "threshold_classification")
+    ev = world.runs / "okng" / "eval"
+    page.click("#save")
+    page.wait_for_selector("#save-msg:has-text('saved')")
+    try:
+        import json
+        saved = json.loads((ev / "threshold.json").read_text())
+        assert saved["ng_class"] == "defect"
+        assert saved["ng_threshold"] == pytest.approx(float(page.input_value("#thr-value")))
+    finally:
+        (ev / "threshold.json").unlink()
+
+
+def test_data_grid_shows_masks_and_boxes(page, server, shots):
+    page.goto(server + "/data")
+    for root, task, word in (("det", "detection", "boxes"), ("seg", "segmentation", "")):
+        page.select_option("#data-root", root)
+        page.select_option("#data-task", task)
+        page.click("#data-form button")
+        page.wait_for_selector("#drawn figure img")
+        assert page.locator("#drawn figure").count() >= 4
+        assert word in page.inner_text("#drawn")
+        page.wait_for_function("() => [...document.querySelectorAll('#drawn img')]"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+    snap(page, shots, "data_segmentation")
+
+
+def test_queue_and_cancel_from_the_launch_page(page, server, world, shots):
+    cfg = str(world.runs / "cls_b" / "config.json")
+    page.goto(server + "/launch")
+    for name, epochs in (("queue_a", "50"), ("queue_b", "1")):
+        page.select_option("#launch-config", cfg)
+        page.wait_for_selector("input[name='train.epochs']")
+        page.fill("input[name='train.epochs']", epochs)
+        page.fill("input[name='work_dir']", f'"{world.runs / name}"')
+        page.click("#launch-start")
+        page.wait_for_function("n => [...document.querySelectorAll('#jobs td')]"
+                               ".some(e => e.textContent.endsWith(n))", arg=name)
+    row = page.locator("#jobs tbody tr", has_text="queue_b")
+    row.locator(".job-state").wait_for()
+    assert row.locator(".job-state").inner_text() == "queued"  # one job at a time
+    first = page.locator("#jobs tbody tr", has_text="queue_a")
+    page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
+                           "r.textContent.includes('queue_a') && r.textContent.includes("
+                           "'running'))", timeout=120_000)
+    snap(page, shots, "launch_queue")
+    row.locator("button[data-cancel]").click()
+    page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
+                           "r.textContent.includes('queue_b') && r.textContent.includes("
+                           "'cancelled'))")
+    first.locator("button[data-cancel]").click()
+    page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
+                           "r.textContent.includes('queue_a') && r.textContent.includes("
+                           "'cancelled'))", timeout=60_000)
+    assert not (world.runs / "queue_b").exists()
+    page.goto(server + "/")
+    page.wait_for_selector("#runs tbody tr[data-id='queue_a']")

@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m aicore.app",
-                                description="AICore app: runs, reports, thresholds, data, "
-                                            "predict and launch in a local web page")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default="runs", help="runs folder (default: runs)")
     p.add_argument("--data", default="data", help="data folder (default: data)")
     p.add_argument("--host", default="127.0.0.1",
@@ -19,7 +16,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token", default=None,
                    help="access token (required off 127.0.0.1; generated when not given)")
     p.add_argument("--max-upload-mb", type=int, default=20)
-    args = p.parse_args(argv)
+
+
+DESCRIPTION = "AICore app: runs, reports, thresholds, data, predict and launch in a local web page"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m aicore.app", description=DESCRIPTION)
+    add_arguments(p)
+    serve(p.parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Check the arguments (one error line, exit 2) and run the app until interrupted."""
     runs = Path(args.runs)
     if runs.exists() and not runs.is_dir():
         print(f"error: --runs {runs} is not a folder; give the folder your runs are in",

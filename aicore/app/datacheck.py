@@ -4,7 +4,8 @@ Two parts: every image file under the root is decoded (size, channels, bit depth
 fails is named), counted per split and class folder; then the task's dataset classes are
 built for each split through the task trainer, which runs the same checks training runs
 (layouts, labels that do not fit, masks of the wrong size, ...); their error, if any, is
-shown verbatim.
+shown verbatim. Samples of the first split that builds are drawn with their ground truth
+(class name, mask overlay, boxes, defect contour).
 """
 from __future__ import annotations
 
@@ -56,8 +57,10 @@ def scan_files(root: Path) -> dict[str, Any]:
             "channels": dict(channels), "corrupt": corrupt, "samples": samples}
 
 
-def dataset_checks(root: Path, task: str, configs_dir: Path) -> list[dict[str, Any]]:
-    """Build each split's dataset with the task's base config and this root."""
+def dataset_checks(root: Path, task: str, configs_dir: Path,
+                   built: list | None = None) -> list[dict[str, Any]]:
+    """Build each split's dataset with the task's base config and this root; the datasets
+    that built are appended to `built` as (split, dataset)."""
     from aicore import config as C
     from aicore.errors import AICoreError
     from aicore.tasks import import_tasks
@@ -78,6 +81,8 @@ def dataset_checks(root: Path, task: str, configs_dir: Path) -> list[dict[str, A
             ds = trainer.build_dataset(split, train=False)
             classes = list(getattr(ds, "classes", []) or [])
             out.append({"split": split, "ok": True, "samples": len(ds), "classes": classes})
+            if built is not None:
+                built.append((split, ds))
         except AICoreError as e:
             out.append({"split": split, "ok": False, "message": f"error: {e}"})
         except Exception as e:  # a dataset class failing on odd data: show it, don't crash
@@ -89,5 +94,10 @@ def dataset_checks(root: Path, task: str, configs_dir: Path) -> list[dict[str, A
 def report(root: Path, task: str, configs_dir: Path) -> dict[str, Any]:
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {', '.join(TASKS)}")
-    return {"root": str(root), "task": task, "files": scan_files(root),
-            "datasets": dataset_checks(root, task, configs_dir)}
+    from aicore.app.annotate import data_samples
+    built: list = []
+    checks = dataset_checks(root, task, configs_dir, built)
+    drawn = {"split": built[0][0], "samples": data_samples(task, built[0][1])} if built \
+        else None
+    return {"root": str(root), "task": task, "files": scan_files(root), "datasets": checks,
+            "drawn": drawn}

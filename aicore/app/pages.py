@@ -58,7 +58,7 @@ def run_page(run_id: str, summary: dict, config: dict, ckpts: list[dict]) -> str
     rid = escape(run_id)
     links = [f'<a href="/run/{quote(run_id)}/report">eval report</a>'] if summary["has_eval"] \
         else ["no eval report yet (run -o mode=eval)"]
-    if summary["task"] == "anomaly" and summary["has_eval"]:
+    if summary.get("tunable"):
         links.append(f'<a href="/run/{quote(run_id)}/threshold">threshold tuning</a>')
     ck = table([[c["name"], f'{c["bytes"] / 1e6:.1f} MB'] for c in ckpts],
                ["checkpoint", "size"]) if ckpts else "<p>no checkpoints</p>"
@@ -89,34 +89,89 @@ def _csv_table(path: Path, limit: int = 30) -> str:
     return table(rows[1:limit + 1], rows[0]) + more
 
 
-def report_page(run_id: str, run: Path, metrics: dict, thumb_url) -> str:
+# the eval files each task's report shows first, with their section titles
+TASK_PLOTS = {
+    "classification": [("Confusion matrix", ["confusion_matrix.png"])],
+    "segmentation": [("Per-class IoU", ["per_class_iou.png"]),
+                     ("Pixel confusion matrix", ["confusion_matrix.png"])],
+    "detection": [("Per-class AP", ["per_class_ap.png"]),
+                  ("Precision-recall curves", ["pr_curves.png"])],
+    "anomaly": [("Score histogram", ["score_histogram.png"]),
+                ("ROC and PRO", ["roc_curve.png", "pro_curve.png"])],
+}
+
+
+def _figure(url: str, caption: str) -> str:
+    return f'<figure><img src="{escape(url)}" alt=""><figcaption>{escape(caption)}' \
+        f'</figcaption></figure>'
+
+
+def report_page(run_id: str, run: Path, metrics: dict, thumb_url, task: str = "",
+                gallery: dict[str, list] | None = None, tunable: bool = False) -> str:
     ev = run / "eval"
+    gallery = gallery or {}
+    url = lambda p: file_url("runs", _rel(p, run, run_id))  # noqa: E731
     scalars = [[k, v] for k, v in metrics.items() if isinstance(v, (int, float))]
-    parts = [f'<section><h2>Metrics</h2>{table(scalars, ["metric", "value"])}</section>']
+    links = f'<p><a href="/run/{quote(run_id)}">run</a>' + (
+        f' | <a href="/run/{quote(run_id)}/threshold">threshold tuning</a>' if tunable
+        else "") + "</p>"
+    parts = [links, f'<section><h2>Metrics</h2>{table(scalars, ["metric", "value"])}</section>']
+    if gallery.get("error"):
+        parts.append(f'<p class="error">{escape(gallery["error"])}</p>')
+    shown: set[Path] = set()
+    for title, names in TASK_PLOTS.get(task, []):
+        files = [ev / n for n in names if (ev / n).is_file()]
+        if files:
+            shown.update(files)
+            parts.append(f'<section class="task-plot"><h2>{escape(title)}</h2><div class="plots">'
+                         + "".join(_figure(url(f), f.name) for f in files) + "</div></section>")
     per_class = metrics.get("per_class")
     if isinstance(per_class, dict) and per_class:
         cols = sorted({k for v in per_class.values() if isinstance(v, dict) for k in v})
         rows = [[name, *[(v or {}).get(c, "") for c in cols]] for name, v in per_class.items()]
-        parts.append(f'<section><h2>Per class</h2>{table(rows, ["class", *cols])}</section>')
+        parts.append(f'<section id="per-class"><h2>Per class</h2>{table(rows, ["class", *cols])}'
+                     f'</section>')
     wrong = ev / "wrong.csv"
     if wrong.is_file():
         with open(wrong, newline="", encoding="utf-8", errors="replace") as f:
             rows = list(csv.DictReader(f))[:24]
         cards = []
         for r in rows:
-            url = thumb_url(r.get("path", ""))
-            img = f'<img src="{escape(url)}" alt="">' if url else "<i>outside the data root</i>"
+            u = thumb_url(r.get("path", ""))
+            img = f'<img src="{escape(u)}" alt="">' if u else "<i>outside the data root</i>"
             cards.append(f'<figure>{img}<figcaption>true {escape(r.get("true", ""))}, '
                          f'predicted {escape(r.get("predicted", ""))} '
                          f'({escape(r.get("probability", ""))})</figcaption></figure>')
-        parts.append("<section><h2>Most confident mistakes</h2><div class=\"thumbs\">"
+        parts.append('<section id="mistakes"><h2>Most confident mistakes</h2><div class="thumbs">'
                      + ("".join(cards) or "<p>no mistakes</p>") + "</div></section>")
-    images = sorted(p for p in ev.rglob("*") if p.suffix.lower() in (".png", ".jpg"))[:60]
+    if "segmentation" in gallery:
+        cards = "".join(
+            f'<figure class="pair"><img src="{g["truth"]}" alt=""><img src="{g["prediction"]}" '
+            f'alt=""><figcaption>{escape(g["name"])}: mIoU {escape(g["mIoU"])} (left: ground '
+            f'truth, right: prediction, {escape(g["backend"])})</figcaption></figure>'
+            for g in gallery["segmentation"])
+        parts.append('<section id="overlays"><h2>Overlays of the lowest-mIoU images</h2>'
+                     f'<div class="thumbs">{cards or "<p>no images inside the roots</p>"}'
+                     '</div></section>')
+    if "detection" in gallery:
+        cards = "".join(
+            f'<figure><img src="{g["image"]}" alt=""><figcaption>{escape(g["name"])}: '
+            f'{g["detections"]} detections (score &ge; 0.3), {g["gt"]} ground-truth boxes (white)'
+            f'</figcaption></figure>' for g in gallery["detection"])
+        parts.append('<section id="boxes"><h2>Images with their detections</h2>'
+                     f'<div class="thumbs">{cards or "<p>no images inside the roots</p>"}'
+                     '</div></section>')
+    heat = sorted((ev / "heatmaps").glob("*.png")) if (ev / "heatmaps").is_dir() else []
+    if heat:
+        shown.update(heat)
+        parts.append('<section id="heatmaps"><h2>Heat maps (mistakes first)</h2>'
+                     '<div class="thumbs">' + "".join(_figure(url(p), p.stem) for p in heat)
+                     + "</div></section>")
+    images = sorted(p for p in ev.rglob("*") if p.suffix.lower() in (".png", ".jpg")
+                    and p not in shown)[:60]
     if images:
-        figs = "".join(f'<figure><img src="{escape(file_url("runs", _rel(p, run, run_id)))}" '
-                       f'alt=""><figcaption>{escape(p.relative_to(ev).as_posix())}'
-                       f'</figcaption></figure>' for p in images)
-        parts.append(f'<section><h2>Plots and images</h2><div class="plots">{figs}</div>'
+        figs = "".join(_figure(url(p), p.relative_to(ev).as_posix()) for p in images)
+        parts.append(f'<section><h2>Other plots and images</h2><div class="plots">{figs}</div>'
                      f'</section>')
     for p in sorted(ev.glob("*.csv")):
         if p.name != "wrong.csv":
@@ -130,7 +185,9 @@ def _rel(p: Path, run: Path, run_id: str) -> str:
 
 
 def threshold_page(run_id: str) -> str:
-    body = """<p>Threshold <input id="thr-slider" type="range" step="any">
+    body = """<p id="ng-row" hidden>NG class <select id="ng-class"></select>
+(escape: a true NG image with P(NG) below the threshold)</p>
+<p>Threshold on <b id="score-name">score</b> <input id="thr-slider" type="range" step="any">
 <input id="thr-value" type="number" step="any"></p>
 <p>Target escape rate <input id="target" type="number" min="0" max="1" step="0.01" value="0">
 <button id="apply-target">Set threshold</button></p>

@@ -11,7 +11,7 @@ from fastapi import FastAPI, HTTPException, Request, UploadFile, Form
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from aicore.app import datacheck, jobs, pages, runs, threshold
+from aicore.app import annotate, datacheck, jobs, pages, runs, threshold
 from aicore.app.paths import NotInRoot, resolve_any, safe_join
 
 STATIC = Path(__file__).parent / "static"
@@ -90,16 +90,33 @@ def create_app(runs_root: str | Path, data_root: str | Path | None = None,
             raise HTTPException(404, "this run has no eval/metrics.json: run -o mode=eval")
         roots = [r for r in (data_root, runs_root) if r]
 
-        def thumb(path: str) -> str | None:
+        def resolve(path: str) -> Path | None:
             try:
-                p = resolve_any(roots, path)
+                return resolve_any(roots, path) if path else None
             except NotInRoot:
                 return None
+
+        def thumb(path: str) -> str | None:
+            p = resolve(path)
             for kind, root in (("data", data_root), ("runs", runs_root)):
-                if root and p.is_relative_to(root):
+                if p and root and p.is_relative_to(root):
                     return pages.file_url(kind, p.relative_to(root).as_posix())
             return None
-        return pages.report_page(run_id, run, metrics, thumb)
+        task = (runs.read_json(run / "config.json") or {}).get("task", "")
+        gallery = {}
+        try:
+            if task == "segmentation":
+                from aicore.app import predict
+                gallery["segmentation"] = annotate.segmentation_worst(run, resolve,
+                                                                      predict.predict)
+            elif task == "detection":
+                gallery["detection"] = annotate.detection_images(
+                    run, resolve, truth=annotate.ground_truth_boxes(run))
+        except Exception as e:  # the report's tables and plots still show
+            gallery = {"error": f"error: cannot draw the report images: {type(e).__name__}: {e}"}
+        tunable = task == "anomaly" or (task == "classification"
+                                        and len(threshold.classes_of(run)) == 2)
+        return pages.report_page(run_id, run, metrics, thumb, task, gallery, tunable)
 
     @app.get("/run/{run_id:path}/threshold", response_class=HTMLResponse)
     def page_threshold(run_id: str):
@@ -109,8 +126,12 @@ def create_app(runs_root: str | Path, data_root: str | Path | None = None,
     @app.get("/run/{run_id:path}", response_class=HTMLResponse)
     def page_run(run_id: str):
         run = run_dir(run_id)
-        return pages.run_page(run_id, runs.summary(runs_root, run, queue.state_of(run)),
-                              runs.read_json(run / "config.json") or {}, runs.checkpoints(run))
+        summary = runs.summary(runs_root, run, queue.state_of(run))
+        summary["tunable"] = summary["has_eval"] and (
+            summary["task"] == "anomaly" or (summary["task"] == "classification"
+                                             and len(threshold.classes_of(run)) == 2))
+        return pages.run_page(run_id, summary, runs.read_json(run / "config.json") or {},
+                              runs.checkpoints(run))
 
     @app.get("/compare", response_class=HTMLResponse)
     def page_compare(request: Request):
@@ -148,10 +169,11 @@ def create_app(runs_root: str | Path, data_root: str | Path | None = None,
         return runs.curves(run_dir(run_id))
 
     @app.get("/api/run/{run_id:path}/threshold")
-    def api_threshold(run_id: str, t: float | None = None, target_escape: float | None = None):
+    def api_threshold(run_id: str, t: float | None = None, target_escape: float | None = None,
+                      ng: str | None = None):
         run = run_dir(run_id)
         try:
-            data = threshold.load_scores(run)
+            data = threshold.load_scores(run, ng)
             if target_escape is not None:
                 t = threshold.for_escape_rate(data["defect"], target_escape)
         except threshold.ThresholdError as e:
@@ -168,10 +190,13 @@ def create_app(runs_root: str | Path, data_root: str | Path | None = None,
         try:
             body = await request.json()
             value = float(body["threshold"])
-        except (ValueError, KeyError, TypeError):
-            bad("error: send JSON {\"threshold\": NUMBER}")
+            ng = body.get("ng_class")
+            assert ng is None or isinstance(ng, str)
+        except (ValueError, KeyError, TypeError, AttributeError, AssertionError):
+            bad("error: send JSON {\"threshold\": NUMBER} (and \"ng_class\": NAME for a "
+                "classification run)")
         try:
-            return threshold.save(run, value)
+            return threshold.save(run, value, ng)
         except threshold.ThresholdError as e:
             bad(f"error: {e}")
 
@@ -209,8 +234,11 @@ def create_app(runs_root: str | Path, data_root: str | Path | None = None,
     def data_choices() -> list[str]:
         if data_root is None or not data_root.is_dir():
             return []
-        return ["."] + sorted(p.relative_to(data_root).as_posix() for p in data_root.iterdir()
-                              if p.is_dir() and not p.name.startswith("."))
+        tops = [p for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        # category folders one level down (MVTec layout: root/<category>/train/good)
+        cats = [c for t in tops if not (t / "train").is_dir() for c in t.iterdir()
+                if c.is_dir() and (c / "train").is_dir()]
+        return ["."] + sorted(p.relative_to(data_root).as_posix() for p in tops + cats)
 
     @app.get("/api/data")
     def api_data(root: str, task: str):

@@ -148,8 +148,7 @@ class Predictor:
         prepared = [prepare(r, self.pre, f"image {i}") for i, r in enumerate(raws)]
         if window:
             return [self._segmentation_window(x, info) for x, info in prepared]
-        if self.post.get("format") == "nms_in_graph":  # rows carry their batch index
-            return [self._finish([self._forward(x[None])], info, 0) for x, info in prepared]
+        # one forward per input shape (detection NMS rows carry their index in the batch)
         out: list[Result | None] = [None] * len(prepared)
         groups: dict[tuple, list[int]] = {}
         for i, (x, _) in enumerate(prepared):
@@ -192,7 +191,11 @@ class Predictor:
             n = int(self.post.get("topk", 5))
             order = np.argsort(-probs, kind="stable")[:min(n, probs.size)]
             top = [(self.classes[int(i)], float(probs[i])) for i in order]
-            return ClassificationResult(int(order[0]), top[0][0], top[0][1], top, probs)
+            k = int(order[0])
+            if "ng_threshold" in self.post and probs.size == 2:  # the saved OK/NG threshold
+                ng = int(self.post["ng_class_id"])
+                k = ng if float(probs[ng]) >= float(self.post["ng_threshold"]) else 1 - ng
+            return ClassificationResult(k, self.classes[k], float(probs[k]), top, probs)
         if task == "segmentation":
             return self._segmentation(self._out(outputs, "probs")[k], info)
         if task == "detection":

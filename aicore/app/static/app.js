@@ -99,13 +99,23 @@ async function initCompare() {
 // ---- Threshold ----------------------------------------------------------------------------
 async function initThreshold() {
   const id = INIT.run, base = `/api/run/${enc(id)}/threshold`;
-  const data = await getJSON(base);
+  const ngParam = new URLSearchParams(location.search).get("ng");
+  const q = ngParam ? `ng=${encodeURIComponent(ngParam)}&` : "";
+  let data;
+  try { data = await getJSON(`${base}?${q}`); } catch (e) { $("#save-msg").textContent = e.message; return; }
+  $("#score-name").textContent = data.score_name;
+  if (data.task === "classification") {
+    // two-class OK/NG: the score is P(NG); pick which class is NG
+    $("#ng-row").hidden = false;
+    $("#ng-class").innerHTML = data.classes.map((c) => `<option${c === data.ng_class ? " selected" : ""}>${esc(c)}</option>`).join("");
+    $("#ng-class").addEventListener("change", () => { location.search = "?ng=" + encodeURIComponent($("#ng-class").value); });
+  }
   const all = data.good.concat(data.defect);
-  const lo = Math.min(...all), hi = Math.max(...all);
+  const lo = data.range ? data.range[0] : Math.min(...all), hi = data.range ? data.range[1] : Math.max(...all);
   const s = $("#thr-slider"), v = $("#thr-value");
-  s.min = lo; s.max = hi + (hi - lo) * 0.01; s.step = (hi - lo) / 1000; s.value = data.threshold;
+  s.min = lo; s.max = data.range ? hi : hi + (hi - lo) * 0.01; s.step = (hi - lo) / 1000; s.value = data.threshold;
   v.value = data.threshold;
-  $("#saved").textContent = fmt(data.threshold);
+  $("#saved").textContent = data.task === "classification" && data.saved == null ? "none (argmax)" : fmt(data.threshold);
   const bins = 30, w = (hi - lo) / bins || 1;
   const hist = (xs) => Array.from({length: bins}, (_, i) => [lo + (i + 0.5) * w, xs.filter((x) => Math.min(bins - 1, Math.floor((x - lo) / w)) === i).length]);
   function show(t) {
@@ -115,19 +125,19 @@ async function initThreshold() {
     $("#escape").textContent = `${nd ? (100 * esc_ / nd).toFixed(2) : "0.00"} % (${esc_} of ${nd})`;
     $("#overkill").textContent = `${ng ? (100 * ok / ng).toFixed(2) : "0.00"} % (${ok} of ${ng})`;
     $("#escape").dataset.count = esc_; $("#overkill").dataset.count = ok;
-    $("#hist").innerHTML = chart("score histogram", [{label: "good", points: hist(data.good)}, {label: "defect", points: hist(data.defect)}], {vline: t});
+    $("#hist").innerHTML = chart(`${data.score_name} histogram`, [{label: data.ok_class || "good", points: hist(data.good)}, {label: data.ng_class || "defect", points: hist(data.defect)}], {vline: t});
   }
   s.addEventListener("input", () => { v.value = s.value; show(+s.value); });
   v.addEventListener("change", () => { s.value = v.value; show(+v.value); });
   $("#apply-target").addEventListener("click", async () => {
     try {
-      const r = await getJSON(`${base}?target_escape=${encodeURIComponent($("#target").value)}`);
+      const r = await getJSON(`${base}?${q}target_escape=${encodeURIComponent($("#target").value)}`);
       v.value = r.rates.threshold; s.value = r.rates.threshold; show(r.rates.threshold);
     } catch (e) { $("#save-msg").textContent = e.message; }
   });
   $("#save").addEventListener("click", async () => {
     try {
-      const r = await getJSON(base, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({threshold: +v.value})});
+      const r = await getJSON(base, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({threshold: +v.value, ng_class: data.ng_class})});
       $("#save-msg").textContent = `saved ${fmt(r.image_threshold)} to ${r.saved} (previous kept as ${r.previous})`;
       $("#saved").textContent = fmt(r.image_threshold);
     } catch (e) { $("#save-msg").textContent = e.message; }
@@ -149,7 +159,8 @@ function initData() {
         <h3>Sizes</h3><table class="grid">${kv(f.sizes)}</table><h3>Channels</h3><table class="grid">${kv(f.channels)}</table>
         <h2>Files that fail to decode</h2>${f.corrupt.length ? `<ul id="corrupt">${f.corrupt.map((c) => `<li>${esc(c)}</li>`).join("")}</ul>` : "<p id='corrupt'>none</p>"}
         <h2>Dataset checks (as training runs them)</h2><table class="grid" id="checks">${r.datasets.map((d) => `<tr><td>${esc(d.split)}</td><td class="${d.ok ? "" : "error"}">${d.ok ? `${d.samples} samples${d.classes && d.classes.length ? ", classes " + esc(d.classes.join(", ")) : ""}` : esc(d.message)}</td></tr>`).join("")}</table>
-        <h2>Samples</h2><div class="thumbs">${f.samples.map((s) => `<figure><img src="${esc(s.url)}" alt=""><figcaption>${esc(s.label)}</figcaption></figure>`).join("")}</div>`;
+        ${r.drawn ? `<h2>Samples with their labels (${esc(r.drawn.split)} split, as the dataset reads them)</h2><div class="thumbs" id="drawn">${r.drawn.samples.map((s) => `<figure>${s.image ? `<img src="${s.image}" alt="">` : ""}<figcaption>${esc(s.caption)}</figcaption></figure>`).join("")}</div>` : ""}
+        <h2>Raw files by folder</h2><div class="thumbs">${f.samples.map((s) => `<figure><img src="${esc(s.url)}" alt=""><figcaption>${esc(s.label)}</figcaption></figure>`).join("")}</div>`;
     } catch (e) { out.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
   });
 }

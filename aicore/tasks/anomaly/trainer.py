@@ -174,6 +174,8 @@ class AnomalyTrainer(BaseTrainer):
                 w.writerow([dataset.samples[i][0], dataset.samples[i][2], CLASSES[labels[j]],
                             f"{scores[j]:.6f}", "NG" if ng else "OK", int(ng == bool(labels[j]))])
         self.write_per_defect(evaluator, dataset, thr, out / "per_defect.csv")
+        from aicore.tasks.anomaly.report import write_heatmaps
+        write_heatmaps(evaluator, dataset, out)  # eval/heatmaps/: mistakes first
 
     def write_per_defect(self, evaluator, dataset, thr: float, path: Path) -> None:
         """Per defect type: image AUROC against the good images, and the share judged right

@@ -131,6 +131,12 @@ class ClassificationTrainer(BaseTrainer):
         preds = [{"label": self.classes[int(i[0])], "probability": float(v[0]),
                   "topk": [(self.classes[int(a)], float(b)) for a, b in zip(i, v)]}
                  for v, i in zip(top.values, top.indices)]
+        cal = self.ok_ng_threshold("demo")
+        if cal is not None:  # a saved OK/NG operating point replaces the argmax
+            from aicore.tasks.classification.threshold import decide
+            for pred, p in zip(preds, probs.tolist()):
+                k = decide(p, cal)
+                pred["label"], pred["probability"] = self.classes[k], float(p[k])
         if self.cfg.demo.cam:
             from aicore.tasks.classification.cam import class_activation_maps
             maps = class_activation_maps(self, model, batch, [int(i[0]) for i in top.indices])
@@ -150,12 +156,25 @@ class ClassificationTrainer(BaseTrainer):
 
     # -- export ---------------------------------------------------------------------------------
 
+    def ok_ng_threshold(self, section: str) -> dict[str, Any] | None:
+        """eval/threshold.json's OK/NG threshold for the checkpoint `section` loads (two-class
+        runs; see classification/threshold.py), read once per section."""
+        cache = self.__dict__.setdefault("_ok_ng", {})
+        if section not in cache:
+            from aicore.engine.runners import checkpoint_path, out_dir
+            from aicore.tasks.classification.threshold import load
+            cache[section] = load(out_dir(self.cfg, "eval") / "threshold.json", self.classes,
+                                  checkpoint_path(self.cfg, section))
+        return cache[section]
+
     def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
         return _WithProbs(model), ["logits", "probs"]
 
     def manifest_extra(self) -> dict[str, Any]:
+        from aicore.tasks.classification.threshold import manifest_entry
         return {"postprocess": {"output": "probs", "topk": 5,
-                                "rule": "class = argmax of probs (softmax of logits)"}}
+                                "rule": "class = argmax of probs (softmax of logits)",
+                                **manifest_entry(self.ok_ng_threshold("export"), self.classes)}}
 
 
 def tta_logits(model: nn.Module, images: torch.Tensor, tta: str | None) -> torch.Tensor:
