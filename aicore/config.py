@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_interval": 1,
         "best_metric": None,  # None = the evaluator's main metric
         "best_mode": "max",
-        "log_interval": 20,
+        "log_interval": None,  # iterations between log lines; None = about 5 per epoch (<= 50)
         "progress": True,
         "save_interval": 0,  # also keep checkpoints/epoch_N.pth every N epochs (0 = off)
         "keep_last": None,  # how many epoch_N.pth to keep (None = all)

@@ -43,7 +43,7 @@ def _cfg_file(tmp_path, cls_root, work, **patch):
     ({"optimizer__momentun": 0.9}, ["optimizer.momentun", "Did you mean: momentum"]),
     ({"model__name": "resnet10"}, ["not a timm model", "resnet10t"]),
     ({"data__root": "/nonexistent/data"}, ["/nonexistent/data", "folder not found"]),
-    ({"train__best_metric": "acc"}, ["train.best_metric = 'acc'", "top1, top5"]),
+    ({"train__best_metric": "acc"}, ["train.best_metric = 'acc'", "top1, precision_macro"]),
 ])
 def test_config_mistakes(capsys, tmp_path, cls_root, previous_run, patch, needles):
     work, before = previous_run

@@ -47,6 +47,16 @@ def test_kappa_perfect_and_chance():
     assert ev.compute()["kappa"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("n,has_top5", [(5, False), (6, True)])
+def test_top5_only_with_more_than_5_classes(n, has_top5):
+    """With 5 classes or fewer every sample is in its top 5: no metric, not even for
+    train.best_metric."""
+    ev = ClassificationEvaluator(num_classes=n)
+    y = torch.arange(n).repeat(3)
+    ev.update(torch.randn(len(y), n), y)
+    assert ("top5" in ev.compute()) == has_top5 == ("top5" in ev.metric_names)
+
+
 def test_list_layout_grayscale_and_16bit(tmp_path):
     from aicore.tasks.classification.datasets import ClassificationDataset
     root = make(tmp_path / "lst", layout="list", channels=1, n_train=3, n_val=2, n_test=1)
@@ -79,15 +89,16 @@ def test_list_file_with_explicit_labels(tmp_path):
 def test_train_eval_demo_export(trained_run, tmp_path):
     cfg, run = trained_run
     for name in ("config.json", "train.log", "metrics.jsonl", "checkpoints/last.pth",
-                 "checkpoints/best.pth", "loss_curve.png", "metric_curve.png", "lr_curve.png"):
+                 "checkpoints/best.pth", "results.png", "results.csv"):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["weights"] for r in records} == {"model", "ema"}  # EMA evaluated separately
     assert [r["epoch"] for r in records] == [1, 1, 2, 2]
-    for key in ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "kappa",
+    for key in ("top1", "precision_macro", "recall_macro", "f1_macro", "kappa", "val_loss",
                 "per_class"):
         assert key in records[0]
+    assert "top5" not in records[0]  # 4 classes: top-5 accuracy would always be 1
     ckpt = torch.load(run / "checkpoints" / "last.pth", weights_only=True)
     for key in ("model", "ema", "optimizer", "scheduler", "scaler", "epoch", "iter", "best",
                 "rng", "config", "classes"):

@@ -418,7 +418,7 @@ def test_torchvision_detectors_share_the_interface(name, kwargs):
 
 def _check_run(cfg: Path, run: Path, root: Path, nms_export: bool) -> None:
     for name in ("config.json", "train.log", "metrics.jsonl", "checkpoints/last.pth",
-                 "checkpoints/best.pth", "loss_curve.png", "train_batch.jpg"):
+                 "checkpoints/best.pth", "results.png", "results.csv", "train_batch.jpg"):
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"mAP", "AP50", "AP75", "per_class"} <= set(records[-1])

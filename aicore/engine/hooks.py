@@ -1,13 +1,18 @@
 """Hooks react to the trainer's lifecycle. Lower priority runs first.
 
-Default order, and why:
-- 10 LRScheduler and 20 EMA run right after each optimizer step, so everything later in the same
-  iteration (logging, progress) sees the updated learning rate and averaged weights.
-- 40 Evaluation runs before 50 Checkpoint at epoch end, so last.pth records whether this epoch
-  is the best one; if evaluation crashes, the previous epoch's last.pth is still intact.
-- 70-90 logging, TensorBoard and the progress bar only read state.
-- 95 curve plots at the very end.
-Each hook can keep state in ``state_dict`` so a resumed run restores it.
+After each epoch the hooks share one ``EpochRecord`` (``trainer.record``, see
+``aicore/engine/record.py``), filled in a fixed order of stages:
+
+    evaluate (EvalHook, 40) -> decide (EarlyStoppingHook, 45) -> save (CheckpointHook, 50)
+    -> report (MLflow 60, Logger 70, TensorBoard 80, Curves 95)
+
+so the stop decision sees this epoch's metrics and last.pth records whether the epoch was the
+best and whether training stops. Priorities order the hooks; ``order_hooks`` refuses, with a
+ConfigError naming the config key, a set of hooks whose priorities would break that order
+(e.g. ``{"type": "EarlyStoppingHook", "priority": 60}``). Hooks without a stage (custom ones
+by default) may go anywhere. Step hooks: LRScheduler (10) and EMA (20) run right after each
+optimizer step, so everything later in the iteration sees the new lr and averaged weights.
+Each hook can keep state in ``state_dict``; it goes into the checkpoint.
 """
 from __future__ import annotations
 
@@ -21,12 +26,18 @@ import torch
 from loguru import logger
 
 from aicore.engine import dist
+from aicore.engine.record import is_number
 from aicore.errors import ConfigError
 from aicore.registry import HOOKS
+
+#: the after-epoch stages, in the order they must run
+STAGES = ("evaluate", "decide", "save", "report")
 
 
 class Hook:
     priority = 50
+    #: one of STAGES when the hook takes part in the after-epoch order; None = anywhere
+    stage: str | None = None
 
     def __init__(self, priority: int | None = None) -> None:
         if priority is not None:
@@ -46,12 +57,48 @@ class Hook:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def order_hooks(hooks: list[tuple[Hook, str]]) -> list[Hook]:
+    """Sort (hook, config key) pairs by priority and check the stage order: every hook of an
+    earlier stage must have a lower priority than every hook of a later one."""
+    for h, key in hooks:
+        if h.stage is not None and h.stage not in STAGES:
+            raise ConfigError(f"{key}: {type(h).__name__}.stage = {h.stage!r}; use one of "
+                              f"{', '.join(STAGES)} or None")
+    ordered = sorted(hooks, key=lambda pair: pair[0].priority)
+    staged = [(h, key) for h, key in ordered if h.stage is not None]
+    for a, key_a in staged:
+        for b, key_b in staged:
+            if STAGES.index(a.stage) < STAGES.index(b.stage) and a.priority >= b.priority:
+                # blame the one the config set (train.hooks.N) rather than a default
+                if key_b != "default" or key_a == "default":
+                    late, other, key, side = b, a, key_b, f"after {type(a).__name__}"
+                    fix = f"above {a.priority}"
+                else:
+                    late, other, key, side = a, b, key_a, f"before {type(b).__name__}"
+                    fix = f"below {b.priority}"
+                raise ConfigError(
+                    f"{key}: {type(late).__name__} (stage {late.stage}, priority "
+                    f"{late.priority}) must run {side} (stage {other.stage}, priority "
+                    f"{other.priority}): after an epoch the hooks run "
+                    f"{' -> '.join(STAGES)}. Give it a priority {fix}, or leave its "
+                    f"priority out")
+    return [h for h, _ in ordered]
+
+
 @HOOKS.register("LRSchedulerHook")
 class LRSchedulerHook(Hook):
+    """Records the lr each optimizer step used (``record.lr_steps``), then steps the schedule
+    (schedules count optimizer steps, not iterations)."""
+
     priority = 10
 
     def after_iter(self, trainer) -> None:
-        if trainer.stepped and trainer.scheduler is not None:
+        if not trainer.stepped:
+            return
+        lr = trainer.current_lr()
+        if lr is not None:
+            trainer.record.lr_steps.append(float(lr))
+        if trainer.scheduler is not None:
             trainer.scheduler.step()
 
 
@@ -66,34 +113,39 @@ class EMAHook(Hook):
 
 @HOOKS.register("EvalHook")
 class EvalHook(Hook):
-    """Evaluates the raw weights and, with EMA on, the EMA weights; best.pth follows whichever
-    scores higher, and the checkpoint records which one it was."""
+    """Evaluates the raw weights and, with EMA on, the EMA weights, into ``record.metrics``
+    (validation loss included as ``val_loss`` where the task computes it) and metrics.jsonl;
+    best.pth follows whichever scores higher, and the checkpoint records which one it was."""
 
     priority = 40
+    stage = "evaluate"
 
     def __init__(self, interval: int = 1, priority: int | None = None) -> None:
         super().__init__(priority)
         self.interval = interval
 
     def after_epoch(self, trainer) -> None:
-        epoch = trainer.epoch + 1
+        record = trainer.record
+        epoch = record.epoch
         if epoch % self.interval and epoch != trainer.max_epoch:
+            record.best = dict(trainer.best)
             return
         candidates = [("model", trainer.bare_model)]
         if trainer.ema is not None:
             candidates.append(("ema", trainer.ema.module))
-        record: dict[str, Any] = {"epoch": epoch}
+        record.evaluated = True
         for weights, model in candidates:
             t0 = time.perf_counter()
             metrics = trainer.evaluate(model, trainer.val_loader, trainer.evaluator)
-            trainer.last_metrics[weights] = metrics
+            record.metrics[weights] = metrics
+            if is_number(metrics.get("val_loss")):
+                record.val_loss[weights] = float(metrics["val_loss"])
             if trainer.metric not in metrics:
-                from aicore.errors import ConfigError
                 raise ConfigError(f"train.best_metric = {trainer.metric!r} is not a metric of "
                                   f"this evaluator; choose from "
-                                  f"{', '.join(k for k, v in metrics.items() if _is_num(v))}")
+                                  f"{', '.join(k for k, v in metrics.items() if is_number(v))}")
             value = float(metrics[trainer.metric])
-            summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if _is_num(v))
+            summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if is_number(v))
             logger.info(f"eval epoch {epoch} [{weights}] {summary} "
                         f"({time.perf_counter() - t0:.1f}s)")
             better = (not trainer.best or
@@ -102,25 +154,52 @@ class EvalHook(Hook):
             if better and math.isfinite(value):
                 trainer.best = {"metric": trainer.metric, "value": value, "epoch": epoch,
                                 "weights": weights}
-                trainer.is_best = True
+                record.is_best = True
             if dist.is_main():
                 with open(trainer.work_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"epoch": epoch, "weights": weights, **metrics}) + "\n")
-            record.update({(k if weights == "model" else f"ema_{k}"): float(v)
-                           for k, v in metrics.items() if _is_num(v)})
-        trainer.epoch_record = record
+        trainer.last_metrics = dict(record.metrics)
+        record.best = dict(trainer.best)
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+@HOOKS.register("EarlyStoppingHook")
+class EarlyStoppingHook(Hook):
+    """Stops when the best metric has not improved for `patience` evaluations (epochs without
+    evaluation do not count)."""
+
+    priority = 45
+    stage = "decide"
+
+    def __init__(self, patience: int = 10, priority: int | None = None) -> None:
+        super().__init__(priority)
+        self.patience = patience
+        self.bad = 0
+
+    def after_epoch(self, trainer) -> None:
+        record = trainer.record
+        if not record.evaluated:
+            return
+        self.bad = 0 if record.is_best else self.bad + 1
+        if self.bad >= self.patience:
+            record.request_stop(f"early stopping: no improvement in {trainer.metric} for "
+                                f"{self.patience} evaluations")
+            logger.info(record.stop_reason)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bad = int(state.get("bad", 0))
 
 
 @HOOKS.register("CheckpointHook")
 class CheckpointHook(Hook):
-    """Writes checkpoints/last.pth every epoch and best.pth when the epoch is the best so far;
-    both hold the complete state (raw and EMA weights, optimizer, scheduler, RNG...)."""
+    """Adds the epoch's record to ``trainer.history``, then writes checkpoints/last.pth, and
+    best.pth when the record says the epoch is the best so far; both hold the complete state
+    (raw and EMA weights, optimizer, scheduler, RNG, history...)."""
 
     priority = 50
+    stage = "save"
 
     def __init__(self, save_interval: int = 0, keep_last: int | None = None,
                  priority: int | None = None) -> None:
@@ -137,16 +216,12 @@ class CheckpointHook(Hook):
         self.keep_last = keep_last
 
     def after_epoch(self, trainer) -> None:
-        lr = trainer.current_lr()
-        trainer.history.append({"epoch": trainer.epoch + 1,
-                                **({"lr": lr} if lr is not None else {}),
-                                **{f"train_{k}": v for k, v in trainer.epoch_mean_losses.items()},
-                                **getattr(trainer, "epoch_record", {})})
-        trainer.epoch_record = {}
+        record = trainer.record
+        trainer.history.append(record.to_history(trainer.current_lr()))
         # both files at once (all or none): after a failed write (full disk) last.pth and
         # best.pth still agree about which epoch is best
-        names = ["last.pth", "best.pth"] if trainer.is_best else ["last.pth"]
-        epoch = trainer.epoch + 1
+        names = ["last.pth", "best.pth"] if record.is_best else ["last.pth"]
+        epoch = record.epoch
         if self.save_interval and epoch % self.save_interval == 0:
             names.append(f"epoch_{epoch:04d}.pth")  # train.save_interval: one to go back to
         trainer.save_checkpoints(names)
@@ -156,16 +231,28 @@ class CheckpointHook(Hook):
                 old.unlink(missing_ok=True)
 
 
+def auto_log_interval(iters_per_epoch: int, most: int = 50) -> int:
+    """train.log_interval = null: about five iteration lines per epoch, and at least one
+    every `most` iterations."""
+    return max(1, min(most, math.ceil(iters_per_epoch / 5)))
+
+
 @HOOKS.register("LoggerHook")
 class LoggerHook(Hook):
-    """Iteration lines every `train.log_interval` iterations and at each epoch's last one
-    (losses, lr, speed, ETA of the remaining training), and one line per finished epoch."""
+    """Iteration lines every `interval` iterations (None: ``auto_log_interval``) and at each
+    epoch's last one (losses, lr, speed, ETA of the remaining training), and one line per
+    finished epoch."""
 
     priority = 70
+    stage = "report"
 
-    def __init__(self, interval: int = 20, priority: int | None = None) -> None:
+    def __init__(self, interval: int | None = None, priority: int | None = None) -> None:
         super().__init__(priority)
         self.interval = interval
+
+    def before_train(self, trainer) -> None:
+        if self.interval is None:
+            self.interval = auto_log_interval(trainer.iters_per_epoch)
 
     def before_epoch(self, trainer) -> None:
         self.t0 = time.perf_counter()
@@ -187,14 +274,21 @@ class LoggerHook(Hook):
     def after_epoch(self, trainer) -> None:
         dt = time.perf_counter() - self.t0
         n = trainer.epoch_count * trainer.train_loader.batch_size * dist.world_size()
-        losses = " ".join(f"{k}={v:.4f}" for k, v in trainer.epoch_mean_losses.items())
-        logger.info(f"epoch {trainer.epoch + 1}/{trainer.max_epoch} done in {dt:.1f}s "
+        record = trainer.record
+        # training losses only: the app reads this line's pairs as training curves (the
+        # validation loss is on the eval line)
+        losses = " ".join(f"{k}={v:.4f}" for k, v in record.train_losses.items())
+        logger.info(f"epoch {record.epoch}/{trainer.max_epoch} done in {dt:.1f}s "
                     f"({n / max(dt, 1e-9):.0f} img/s)" + (f" mean {losses}" if losses else ""))
 
 
 @HOOKS.register("TensorboardHook")
 class TensorboardHook(Hook):
+    """Scalars ``train/<loss part>`` every `interval` iterations, ``train/lr`` at every
+    optimizer step, ``val_<weights>/<metric>`` per evaluated epoch."""
+
     priority = 80
+    stage = "report"
 
     def __init__(self, interval: int = 10, priority: int | None = None) -> None:
         super().__init__(priority)
@@ -207,21 +301,23 @@ class TensorboardHook(Hook):
             self.writer = SummaryWriter(str(trainer.work_dir / "tensorboard"))
 
     def after_iter(self, trainer) -> None:
-        if self.writer is None or (trainer.inner_iter + 1) % self.interval:
+        if self.writer is None:
+            return
+        if trainer.stepped and trainer.record.lr_steps:
+            self.writer.add_scalar("train/lr", trainer.record.lr_steps[-1], trainer.global_step)
+        if (trainer.inner_iter + 1) % self.interval:
             return
         step = trainer.epoch * trainer.iters_per_epoch + trainer.inner_iter + 1
         for k, v in trainer.last_losses.items():
             self.writer.add_scalar(f"train/{k}", v, step)
-        if trainer.current_lr() is not None:
-            self.writer.add_scalar("train/lr", trainer.current_lr(), step)
 
     def after_epoch(self, trainer) -> None:
         if self.writer is None:
             return
-        for weights, metrics in trainer.last_metrics.items():
+        for weights, metrics in trainer.record.metrics.items():
             for k, v in metrics.items():
-                if _is_num(v):
-                    self.writer.add_scalar(f"val_{weights}/{k}", v, trainer.epoch + 1)
+                if is_number(v):
+                    self.writer.add_scalar(f"val_{weights}/{k}", v, trainer.record.epoch)
         self.writer.flush()
 
     def close(self, trainer) -> None:
@@ -266,94 +362,24 @@ class ProgressHook(Hook):
 
 @HOOKS.register("CurvesHook")
 class CurvesHook(Hook):
-    """Saves loss, metric and learning-rate curves as PNG at the end of training."""
+    """results.csv (one row per epoch, rewritten after every epoch) and, at the end of
+    training, results.png (a panel per quantity). Gradient-free trainers get neither: a
+    fitted model has no loss or lr to follow."""
 
     priority = 95
-
-    def after_train(self, trainer) -> None:
-        if dist.is_main() and trainer.history:
-            from aicore.engine.plots import plot_curves
-            plot_curves(trainer.history, trainer.work_dir)
-
-
-@HOOKS.register("EarlyStoppingHook")
-class EarlyStoppingHook(Hook):
-    """Stops when the best metric has not improved for `patience` evaluations."""
-
-    priority = 45
-
-    def __init__(self, patience: int = 10, priority: int | None = None) -> None:
-        super().__init__(priority)
-        self.patience = patience
-        self.bad = 0
+    stage = "report"
 
     def after_epoch(self, trainer) -> None:
-        if not trainer.last_metrics:
-            return
-        self.bad = 0 if trainer.is_best else self.bad + 1
-        if self.bad >= self.patience:
-            logger.info(f"early stopping: no improvement in {trainer.metric} for "
-                        f"{self.patience} evaluations")
-            trainer.stop_requested = True
+        if dist.is_main() and trainer.needs_optimizer and trainer.history:
+            from aicore.engine.plots import write_results_csv
+            write_results_csv(trainer.history, trainer.work_dir / "results.csv")
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"bad": self.bad}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.bad = int(state.get("bad", 0))
-
-
-def head_parameters(model) -> list:
-    """The classifier head's parameters: timm's get_classifier(), else a head/fc/classifier
-    attribute."""
-    from aicore.errors import ConfigError
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if not isinstance(head, torch.nn.Module):
-        head = next((getattr(model, n) for n in ("head", "fc", "classifier")
-                     if isinstance(getattr(model, n, None), torch.nn.Module)), None)
-    params = list(head.parameters()) if head is not None else []
-    if not params:
-        raise ConfigError(f"train.freeze_backbone_epochs: cannot tell the head of "
-                          f"{type(model).__name__} from its backbone; it needs timm's "
-                          f"get_classifier() or a head/fc/classifier attribute")
-    return params
-
-
-@HOOKS.register("FreezeBackboneHook")
-class FreezeBackboneHook(Hook):
-    """Trains only the head for the first `epochs` epochs (backbone weights and BatchNorm
-    statistics fixed), then everything: fine-tuning a pretrained backbone on a few hundred
-    images without wrecking its features while the new head is still random."""
-
-    priority = 5
-
-    def __init__(self, epochs: int = 1, priority: int | None = None) -> None:
-        super().__init__(priority)
-        self.epochs = epochs
-
-    def before_train(self, trainer) -> None:
-        head_parameters(trainer.bare_model)  # fail early on a model without a known head
-
-    def before_epoch(self, trainer) -> None:
-        model = trainer.bare_model
-        frozen = trainer.epoch < self.epochs
-        head = {id(p) for p in head_parameters(model)}
-        changed = False
-        for p in model.parameters():
-            want = not frozen or id(p) in head
-            if p.requires_grad != want:
-                p.requires_grad_(want)
-                changed = True
-        if frozen:
-            head_modules = {id(m) for m in model.modules()
-                            if any(id(p) in head for p in m.parameters(recurse=False))}
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in head_modules:
-                    m.eval()
-        if changed:
-            trainer.wrap_ddp()
-            logger.info("backbone frozen: training the head only" if frozen
-                        else "backbone unfrozen: training all layers")
+    def after_train(self, trainer) -> None:
+        if dist.is_main() and trainer.needs_optimizer and trainer.history:
+            from aicore.engine.plots import plot_results
+            names = getattr(trainer.evaluator, "metric_names", None)
+            plot_results(trainer.history, trainer.work_dir / "results.png",
+                         metrics=list(names) if names else None)
 
 
 def format_duration(seconds: float) -> str:
@@ -364,9 +390,10 @@ def format_duration(seconds: float) -> str:
 
 
 def default_hooks(cfg) -> list[Hook]:
+    from aicore.engine.freeze_hook import FreezeBackboneHook
     t = cfg.train
     return [LRSchedulerHook(), EMAHook(), EvalHook(interval=int(t.eval_interval)),
             CheckpointHook(t.save_interval or 0, t.keep_last),
-            LoggerHook(interval=int(t.log_interval)), TensorboardHook(),
-            ProgressHook(), CurvesHook()] + (
+            LoggerHook(interval=None if t.log_interval is None else int(t.log_interval)),
+            TensorboardHook(), ProgressHook(), CurvesHook()] + (
         [FreezeBackboneHook(int(t.freeze_backbone_epochs))] if t.freeze_backbone_epochs else [])

@@ -3,9 +3,10 @@
     "train": {"hooks": [{"type": "MLflowHook", "tracking_uri": "sqlite:///mlflow.db",
                          "experiment": "aicore"}]}
 
-Logs the flattened resolved config as parameters, every epoch's history entry (train losses,
-validation metrics, lr) as metrics at step = epoch, and at the end the plots, config.json,
-train.log and metrics files of work_dir as artifacts; optionally best.pth (``log_checkpoint``)
+Logs the flattened resolved config as parameters, every epoch's record (train losses,
+validation loss and metrics, lr at the epoch's end) as metrics at step = epoch, the lr of every
+optimizer step as ``lr_step`` at step = optimizer step, and at the end results.png,
+results.csv, config.json, train.log and metrics files of work_dir as artifacts; optionally best.pth (``log_checkpoint``)
 and the export folder (``log_export``). It talks to the store through ``MlflowClient`` so the
 caller's active MLflow run, if any, is left alone. A resumed run continues the same MLflow run.
 """
@@ -20,6 +21,7 @@ from loguru import logger
 
 from aicore.engine import dist
 from aicore.engine.hooks import Hook
+from aicore.engine.record import is_number
 from aicore.errors import ConfigError
 from aicore.registry import HOOKS
 
@@ -43,7 +45,8 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
 
 @HOOKS.register("MLflowHook")
 class MLflowHook(Hook):
-    priority = 60  # after CheckpointHook (50) has appended the epoch to trainer.history
+    priority = 60
+    stage = "report"  # reads the epoch's record once it is complete
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "aicore",
                  run_name: str | None = None, tags: dict[str, str] | None = None,
@@ -99,18 +102,20 @@ class MLflowHook(Hook):
                     f"({self.client.tracking_uri})")
 
     def after_epoch(self, trainer) -> None:
-        if self.client is None or not trainer.history:
+        if self.client is None:
             return
         import time
         from mlflow.entities import Metric
-        entry = trainer.history[-1]
-        step = int(entry.get("epoch", trainer.epoch + 1))
+        record = trainer.record
+        entry = record.to_history(trainer.current_lr())
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in entry.items()
-                   if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and math.isfinite(float(v))]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+        metrics = [Metric(k, float(v), now, record.epoch) for k, v in entry.items()
+                   if k != "epoch" and is_number(v) and math.isfinite(float(v))]
+        first = trainer.global_step - len(record.lr_steps) + 1
+        metrics += [Metric("lr_step", float(v), now, first + i)
+                    for i, v in enumerate(record.lr_steps)]
+        for i in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
     def after_train(self, trainer) -> None:
         self.finished = True

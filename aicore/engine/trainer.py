@@ -32,6 +32,8 @@ from aicore.data.loaders import build_loader, set_epoch
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.logging import add_file_sink, remove_file_sink
+from aicore.engine.logging import start_buffer as start_log_buffer
+from aicore.engine.record import EpochRecord
 from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
 from aicore.registry import DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
@@ -97,8 +99,8 @@ class BaseTrainer:
         self.history: list[dict[str, float]] = []  # one entry per epoch, for curves
         self.stepped = False  # did the last iteration step the optimizer
         self.last_losses: dict[str, float] = {}
-        self.last_metrics: dict[str, Any] = {}
-        self.is_best = False
+        self.last_metrics: dict[str, Any] = {}  # the latest evaluation, by weights
+        self.record = EpochRecord(epoch=0)  # the epoch the hooks are working on
 
     # ------------------------------------------------------------------------------------
     # task: building and running. Subclasses override these.
@@ -142,6 +144,14 @@ class BaseTrainer:
     def predict_batch(self, model: nn.Module, batch: Any) -> tuple[Any, Any]:
         """task: one batch -> (outputs, targets) in the evaluator's format."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_and_loss(self, model: nn.Module, batch: Any) -> tuple[Any, Any, Any]:
+        """task: predict_batch plus the batch's loss under `model` (eval mode, no grad), as
+        {"loss": tensor, ...}, for the validation loss; best from the same forward pass. The
+        default returns None for the loss: the task reports no validation loss."""
+        outputs, targets = self.predict_batch(model, batch)
+        return outputs, targets, None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Arguments the framework supplies to the model constructor."""
@@ -307,17 +317,28 @@ class BaseTrainer:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, evaluator) -> dict[str, Any]:
-        """Run `model` over `loader` and return the evaluator's metrics, gathered over ranks."""
+        """Run `model` over `loader` and return the evaluator's metrics, gathered over ranks.
+        On the validation split during training, the metrics include ``val_loss``: the mean
+        per sample of ``predict_and_loss``'s loss, where the task computes one."""
         was_training = model.training
         model.eval()
         evaluator.reset()
         finite = True
+        with_loss = (self.needs_optimizer and getattr(self, "loss_fn", None) is not None
+                     and loader is getattr(self, "val_loader", None))
+        loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of loss * samples, samples)
         for batch in loader:
             with self.autocast():
-                outputs, targets = self.predict_batch(model, batch)
+                if with_loss:
+                    outputs, targets, losses = self.predict_and_loss(model, batch)
+                else:
+                    (outputs, targets), losses = self.predict_batch(model, batch), None
             finite = finite and _all_finite(outputs)
             if finite:
                 evaluator.update(outputs, targets)
+            if losses is not None:
+                n = len(batch[0])
+                loss_sum += torch.tensor([float(losses["loss"]) * n, n], dtype=torch.float64)
         model.train(was_training)
         flag = torch.tensor(float(finite), device=self.device)
         if dist.is_dist():  # every rank stops together, or the others hang in the gather
@@ -334,7 +355,14 @@ class BaseTrainer:
             raise TrainingDiverged("the model's outputs are not finite (NaN or inf) on this data; "
                                    "the checkpoint holds diverged weights: evaluate an earlier "
                                    "one or retrain with a lower optimizer.lr")
-        return evaluator.compute()
+        metrics = evaluator.compute()
+        if with_loss:
+            if dist.is_dist():
+                loss_sum = loss_sum.to(self.device)
+                torch.distributed.all_reduce(loss_sum)
+            if loss_sum[1] > 0:
+                metrics["val_loss"] = float(loss_sum[0] / loss_sum[1])
+        return metrics
 
     # ------------------------------------------------------------------------------------
     # the lifecycle
@@ -348,8 +376,10 @@ class BaseTrainer:
                 self.before_epoch()
                 self.train_in_epoch()
                 self.after_epoch()
-                if self.stop_requested:
-                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}")
+                if self.record.stop:
+                    logger.info(f"training stopped early by a hook after epoch {self.epoch + 1}"
+                                + (f" ({self.record.stop_reason})" if self.record.stop_reason
+                                   else ""))
                     break
             self.after_train()
         finally:
@@ -360,13 +390,32 @@ class BaseTrainer:
                 self.lock.release()
         return self.best
 
-    stop_requested = False
+    @property
+    def stop_requested(self) -> bool:
+        """A hook's request to end training after this epoch: ``record.stop``."""
+        return self.record.stop
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self.record.stop = bool(value)
+
+    @property
+    def is_best(self) -> bool:
+        """Did this epoch's evaluation set a new best: ``record.is_best``."""
+        return self.record.is_best
+
+    @is_best.setter
+    def is_best(self, value: bool) -> None:
+        self.record.is_best = bool(value)
+
     already_finished = False  # train.resume of a run that had reached train.epochs
     lock = None
 
     def before_train(self) -> None:
         cfg = self.cfg
         self.setup_device()
+        if dist.is_main():
+            start_log_buffer()  # what is logged before train.log exists goes to its top
         # Everything that can fail on bad input is built before anything is written, so a
         # mistake never leaves a half-made run folder or touches an earlier run's files.
         self.train_set = self.build_dataset("train", train=True)
@@ -491,11 +540,13 @@ class BaseTrainer:
                               use_warmup=bool(opts.get("warmup", True)))
 
     def build_hooks(self) -> list:
-        from aicore.engine.hooks import default_hooks
-        hooks = default_hooks(self.cfg)
+        """The default hooks and train.hooks, by priority; a ConfigError when the priorities
+        break the after-epoch stage order (hooks.order_hooks)."""
+        from aicore.engine.hooks import default_hooks, order_hooks
+        hooks = [(h, "default") for h in default_hooks(self.cfg)]
         for i, node in enumerate(self.cfg.train.hooks):
-            hooks.append(C.build(node, HOOKS, f"train.hooks.{i}", self.cfg))
-        return sorted(hooks, key=lambda h: h.priority)
+            hooks.append((C.build(node, HOOKS, f"train.hooks.{i}", self.cfg), f"train.hooks.{i}"))
+        return order_hooks(hooks)
 
     def call_hooks(self, name: str) -> None:
         for hook in self.hooks:
@@ -504,6 +555,7 @@ class BaseTrainer:
     def before_epoch(self) -> None:
         set_epoch(self.train_loader, self.epoch)
         self.model.train()
+        self.record = EpochRecord(epoch=self.epoch + 1)
         self.call_hooks("before_epoch")
 
     def train_in_epoch(self) -> None:
@@ -566,8 +618,7 @@ class BaseTrainer:
         self.sync_buffers()
         self.epoch_mean_losses = {k: v / max(1, self.epoch_count)
                                   for k, v in self.epoch_losses.items()}
-        self.is_best = False
-        self.last_metrics = {}
+        self.record.train_losses = dict(self.epoch_mean_losses)
         self.call_hooks("after_epoch")
 
     def sync_buffers(self) -> None:

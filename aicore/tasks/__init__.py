@@ -26,6 +26,7 @@ def import_tasks(tasks=None) -> None:
     import aicore.optim.optimizers  # noqa: F401
     import aicore.optim.schedulers  # noqa: F401
     import aicore.engine.hooks  # noqa: F401
+    import aicore.engine.freeze_hook  # noqa: F401
     import aicore.engine.mlflow_hook  # noqa: F401  (imports mlflow only when used)
     names = list(BUILTIN_TASKS) if tasks is None else list(tasks)
     for name in names:

@@ -61,22 +61,23 @@ def one_vs_rest_auc(probs: np.ndarray, targets: np.ndarray, n: int) -> tuple[lis
 
 @EVALUATORS.register("ClassificationEvaluator")
 class ClassificationEvaluator:
-    """top1, top5, precision/recall/F1 per class and macro-averaged, Cohen's kappa.
+    """top1, top-k (``top5``; only with more classes than k, where it is not always 1),
+    precision/recall/F1 per class and macro-averaged, Cohen's kappa.
 
     Macro averages are over the classes present in the split (a class with no true and no
     predicted samples has no defined recall and would drag the mean to zero).
     Probabilities and sample indices are kept so eval can write per-image predictions.
     """
 
-    main_metric = "top1"
-    #: the numbers compute() can return; train.best_metric must be one of them
-    metric_names = ('top1', 'top5', 'precision_macro', 'recall_macro', 'f1_macro', 'kappa')
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None,
                  topk: int = 5) -> None:
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
         self.topk = topk
+        #: the numbers compute() returns; train.best_metric must be one of them
+        self.metric_names = ("top1",) + ((f"top{topk}",) if num_classes > topk else ()) + (
+            "precision_macro", "recall_macro", "f1_macro", "kappa")
         self.reset()
 
     def reset(self) -> None:
@@ -110,15 +111,17 @@ class ClassificationEvaluator:
         preds = probs.argmax(1)
         cm = confusion_matrix(targets, preds, n)
         self.cm = cm
-        k = min(self.topk, n)
-        topk = np.argsort(-probs, axis=1)[:, :k]
         precision, recall, f1 = per_class_prf(cm)
         f05, f2 = f_beta(precision, recall, 0.5), f_beta(precision, recall, 2.0)
         auc, aupr = one_vs_rest_auc(probs, targets, n)
         present = (cm.sum(0) + cm.sum(1)) > 0
+        topk = {}
+        if n > self.topk:
+            best_k = np.argsort(-probs, axis=1)[:, :self.topk]
+            topk = {f"top{self.topk}": float((best_k == targets[:, None]).any(1).mean())}
         return {
             "top1": float((preds == targets).mean()),
-            "top5": float((topk == targets[:, None]).any(1).mean()),
+            **topk,
             "precision_macro": float(precision[present].mean()),
             "recall_macro": float(recall[present].mean()),
             "f1_macro": float(f1[present].mean()),

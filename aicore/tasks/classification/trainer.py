@@ -117,6 +117,14 @@ class ClassificationTrainer(BaseTrainer):
         tta = self.cfg.eval.tta if self.cfg.mode == "eval" else None
         return tta_logits(model, images, tta), (labels, indices)
 
+    @torch.no_grad()
+    def predict_and_loss(self, model: nn.Module, batch: Any):
+        """The validation loss: the training criterion on the same logits (without mixup,
+        R-Drop or distillation, which only shape training)."""
+        logits, targets = self.predict_batch(model, batch)
+        labels = targets[0].to(self.device, non_blocking=True)
+        return logits, targets, {"loss": self.loss_fn(logits, labels)}
+
     def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
                           out: Path) -> None:
         from aicore.tasks.classification import report

@@ -107,6 +107,15 @@ class SegmentationTrainer(BaseTrainer):
                                 self.eval_window)
         return logits.argmax(1), (masks, indices)
 
+    @torch.no_grad()
+    def predict_and_loss(self, model: nn.Module, batch: Any):
+        """The validation loss: the training criterion on the logits the prediction uses."""
+        images, masks, indices = batch
+        logits = segment_logits(model, images.to(self.device, non_blocking=True),
+                                self.eval_window)
+        loss = self.loss_fn(logits, masks.to(self.device, non_blocking=True))
+        return logits.argmax(1), (masks, indices), {"loss": loss}
+
     # -- eval report ---------------------------------------------------------------------------
 
     def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
