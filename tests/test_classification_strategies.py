@@ -97,7 +97,7 @@ def test_rdrop(tmp_path, cls_root, capsys):
 
 
 def test_tta_views():
-    from aicore.tasks.classification.trainer import tta_logits
+    from aicore.tasks.classification.protocol import tta_logits
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()

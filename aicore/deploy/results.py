@@ -18,6 +18,8 @@ class ClassificationResult:
     probability: float
     topk: list[tuple[str, float]]  # (class name, probability), best first
     probs: np.ndarray = field(repr=False)  # (num_classes,) float32
+    #: (H, W) class activation map in [0, 1] at the model's input size (demo.cam), else None
+    cam: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         out = {"task": "classification", "class_id": self.class_id,

@@ -31,6 +31,7 @@ from torch import nn
 
 #: task name -> "module:Class" of its protocol, until tasks register a TaskSpec themselves
 PROTOCOLS = {
+    "classification": "aicore.tasks.classification.protocol:ClassificationProtocol",
     "segmentation": "aicore.tasks.segmentation.protocol:SegmentationProtocol",
     "anomaly": "aicore.tasks.anomaly.protocol:AnomalyProtocol",
 }
