@@ -1,12 +1,4 @@
-"""Object detection datasets: YOLO txt, COCO JSON and Pascal VOC XML.
-
-YOLO   root/images/<...>.png|jpg...        1- or 3-channel, 8- or 16-bit
-       root/labels/<same relative path>.txt one box per line: ``class cx cy w h`` (normalised)
-       root/{train,val,test}.txt           image paths relative to root or to images/, or stems
-       root/labels.txt                     class names, index = line order
-COCO   root/annotations/instances_<split>.json, images under root/images/
-VOC    root/Annotations/<stem>.xml, root/JPEGImages/<stem>.jpg, root/ImageSets/Main/<split>.txt,
-       class names from root/labels.txt (or the dataset's ``classes`` argument)
+"""What every detection dataset shares, whatever its annotation format.
 
 Every annotation is parsed and checked when the dataset is built, so a malformed line, an
 unknown class or a box outside its image stops the run before anything is written, with the
@@ -18,15 +10,15 @@ albumentations pipeline runs with boxes following the image. Training can add mo
 images in one) and mixup (two samples blended); their randomness comes from a generator that
 the shared loader reseeds per epoch and worker (``reseed_hooks``), so runs are reproducible.
 ``meta`` keeps the letterbox scale and the original boxes, which evaluation compares against.
+
+A format subclasses ``DetectionDataset`` and implements ``read_records``; one file per
+format sits next to this one (yolo.py, coco.py, voc.py).
 """
 from __future__ import annotations
 
-import json
 import os
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
@@ -35,12 +27,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from aicore.data.io import IMAGE_EXTENSIONS, dataset_root, imread, is_image, read_lines
+from aicore.data.io import dataset_root, imread
 from aicore.data.transforms import Normalize, default_mean_std
 from aicore.errors import ConfigError, DataError
-from aicore.registry import DATASETS
-from aicore.data.io import read_labels_file
 from aicore.tasks.detection.boxes import PAD_VALUE, letterbox, letterbox_scale
+
 
 #: albumentations bbox settings used by every detection pipeline: boxes in pixel xyxy, clipped
 #: to the image after each geometric step; a box that keeps less than 20% of its area (e.g.
@@ -311,237 +302,3 @@ def detection_collate(batch: list) -> tuple[torch.Tensor, list[dict], list[dict]
     lists, since each image has its own number of boxes."""
     images = torch.stack([b[0] for b in batch])
     return images, [b[1] for b in batch], [b[2] for b in batch]
-
-
-# ------------------------------------------------------------------------------------------
-# YOLO txt
-
-
-@DATASETS.register("YOLODetectionDataset")
-class YOLODetectionDataset(DetectionDataset):
-    """YOLO txt layout (see the module docstring). A split is ``root/<split>.txt``; when that
-    file is missing, ``root/images/<split>/`` (the Ultralytics folder layout, labels under
-    ``root/labels/<split>/``) is used instead. A missing label file means "no objects"."""
-
-    def read_records(self) -> list[Record]:
-        labels_file = self.root / "labels.txt"
-        if not self.classes:
-            if not labels_file.is_file():
-                raise DataError(f"{labels_file} not found: the YOLO layout needs it (one class "
-                                f"name per line, line order = class id)")
-            self.classes = read_labels_file(labels_file, None)
-        images_dir = self.root / "images"
-        listing = self.root / f"{self.split}.txt"
-        if listing.is_file():
-            paths = self._read_listing(listing, images_dir)
-        elif (images_dir / self.split).is_dir():
-            paths = sorted(p for p in (images_dir / self.split).rglob("*") if is_image(p))
-        else:
-            raise DataError(f"{self.root}: no '{self.split}.txt' list (and no images/{self.split}/ "
-                            f"folder); write {listing} with one image path or stem per line")
-        records = []
-        for path in paths:
-            hw = image_hw(path)
-            label_file = self._label_path(path, images_dir)
-            boxes, labels = self._read_label_file(label_file, hw)
-            records.append(Record(str(path), hw, boxes, labels, np.zeros(len(labels), bool)))
-        return records
-
-    def _read_listing(self, listing: Path, images_dir: Path) -> list[Path]:
-        stems: dict[str, Path] | None = None
-        paths = []
-        for n, line in read_lines(listing):
-            for candidate in (self.root / line, images_dir / line):
-                if candidate.is_file():
-                    paths.append(candidate)
-                    break
-            else:
-                if stems is None:  # index images/ once, only if a line is a bare stem
-                    stems = {}
-                    for p in sorted(images_dir.rglob("*")) if images_dir.is_dir() else []:
-                        if is_image(p):
-                            key = p.relative_to(images_dir).with_suffix("").as_posix()
-                            stems.setdefault(key, p)
-                found = stems.get(line) or stems.get(Path(line).with_suffix("").as_posix())
-                if found is None:
-                    exts = ",".join(e[1:] for e in IMAGE_EXTENSIONS)
-                    raise DataError(f"{listing}:{n}: image not found for '{line}' (looked for "
-                                    f"{self.root / line}, {images_dir / line} and "
-                                    f"{images_dir}/{line}.{{{exts}}})")
-                paths.append(found)
-        return paths
-
-    def _label_path(self, image: Path, images_dir: Path) -> Path:
-        try:
-            rel = image.relative_to(images_dir)
-        except ValueError:  # image listed outside images/: labels/<stem>.txt
-            rel = Path(image.name)
-        return self.root / "labels" / rel.with_suffix(".txt")
-
-    def _read_label_file(self, path: Path, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        boxes, labels = [], []
-        if not path.is_file():
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-        h, w = hw
-        k = len(self.classes)
-        for n, line in read_lines(path):
-            parts = line.split()
-            if len(parts) != 5:
-                raise DataError(f"{path}:{n}: expected 5 values 'class cx cy w h', got "
-                                f"{len(parts)}: '{line}'")
-            try:
-                cls = int(parts[0])
-                cx, cy, bw, bh = (float(v) for v in parts[1:])
-            except ValueError:
-                raise DataError(f"{path}:{n}: cannot parse '{line}': the class must be an "
-                                f"integer and cx cy w h numbers") from None
-            if not 0 <= cls < k:
-                raise DataError(f"{path}:{n}: class id {cls} is out of range: "
-                                f"{self.root / 'labels.txt'} lists {k} classes (ids 0..{k - 1})")
-            if max(cx, cy, bw, bh) > 1 + OUTSIDE_TOLERANCE and max(cx, cy) > 1.5:
-                raise DataError(f"{path}:{n}: '{line}' looks like pixel coordinates; YOLO labels "
-                                f"are normalised to [0, 1] by the image width and height")
-            box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
-            boxes.append(check_box(box, hw, f"{path}:{n}"))
-            labels.append(cls)
-        return (np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64))
-
-
-# ------------------------------------------------------------------------------------------
-# COCO JSON
-
-
-@DATASETS.register("COCODetectionDataset")
-class COCODetectionDataset(DetectionDataset):
-    """COCO JSON: ``root/annotations/instances_<split>.json`` with images under ``root/images/``
-    (``root/images/<split>/`` and ``root/<split>/`` are tried too). Categories, sorted by id,
-    become class indices 0..K-1; ``iscrowd`` boxes are ignored in training and evaluation.
-    ``ann_file`` overrides the annotation path (relative to root)."""
-
-    def __init__(self, root: str, split: str, in_channels: int = 3, transform: Any = None,
-                 input_size: Sequence[int] | None = None, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, cache: bool = False, verify: bool = True,
-                 mosaic: float = 0.0, mixup: float = 0.0,
-                 mosaic_scale: Sequence[float] = (0.5, 1.5), min_box_size: float = 2.0,
-                 classes: Sequence[str] | None = None, ann_file: str | None = None) -> None:
-        # the full signature is spelled out: the framework passes root, input_size, ... only
-        # to constructors that declare them
-        self.ann_file = ann_file
-        super().__init__(root, split, in_channels, transform, input_size, mean, std, cache,
-                         verify, mosaic, mixup, mosaic_scale, min_box_size, classes)
-
-    def read_records(self) -> list[Record]:
-        ann = self.root / (self.ann_file or f"annotations/instances_{self.split}.json")
-        if not ann.is_file():
-            raise DataError(f"{ann} not found: the COCO layout keeps each split's annotations in "
-                            f"root/annotations/instances_<split>.json")
-        try:
-            data = json.loads(ann.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{ann}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DataError(f"{ann}: missing the '{key}' list of a COCO detection file")
-        cats = sorted(data["categories"], key=lambda c: c["id"])
-        names = [str(c["name"]) for c in cats]
-        if self.classes and self.classes != names:
-            raise DataError(f"{ann}: categories {names} differ from the configured classes "
-                            f"{self.classes}")
-        self.classes = names
-        cat_index = {c["id"]: k for k, c in enumerate(cats)}
-        by_image: dict[Any, list[dict]] = {}
-        for a in data["annotations"]:
-            by_image.setdefault(a.get("image_id"), []).append(a)
-        known = {im.get("id") for im in data["images"]}
-        for image_id, anns in by_image.items():
-            if image_id not in known:
-                raise DataError(f"{ann}: annotation id {anns[0].get('id')} refers to image_id "
-                                f"{image_id}, which is not in 'images'")
-        records = []
-        for im in data["images"]:
-            name = im.get("file_name")
-            if not name or "width" not in im or "height" not in im:
-                raise DataError(f"{ann}: image entry {im.get('id')} needs file_name, width and "
-                                f"height")
-            path = self._find_image(name, ann)
-            hw = (int(im["height"]), int(im["width"]))
-            boxes, labels, crowd = [], [], []
-            for a in by_image.get(im["id"], []):
-                where = f"{ann}: annotation id {a.get('id')} (image {name})"
-                if a.get("category_id") not in cat_index:
-                    raise DataError(f"{where}: category_id {a.get('category_id')} is not among "
-                                    f"the file's categories {sorted(cat_index)}")
-                bbox = a.get("bbox")
-                if not (isinstance(bbox, list) and len(bbox) == 4):
-                    raise DataError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox}")
-                x, y, bw, bh = (float(v) for v in bbox)
-                boxes.append(check_box([x, y, x + bw, y + bh], hw, where))
-                labels.append(cat_index[a["category_id"]])
-                crowd.append(bool(a.get("iscrowd", 0)))
-            records.append(Record(str(path), hw, np.array(boxes, np.float32).reshape(-1, 4),
-                                  np.array(labels, np.int64), np.array(crowd, bool)))
-        return records
-
-    def _find_image(self, name: str, ann: Path) -> Path:
-        for candidate in (self.root / "images" / name, self.root / "images" / self.split / name,
-                          self.root / self.split / name, self.root / name):
-            if candidate.is_file():
-                return candidate
-        raise DataError(f"{ann}: image '{name}' not found under {self.root / 'images'}")
-
-
-# ------------------------------------------------------------------------------------------
-# Pascal VOC XML
-
-
-@DATASETS.register("VOCDetectionDataset")
-class VOCDetectionDataset(DetectionDataset):
-    """Pascal VOC: ``root/ImageSets/Main/<split>.txt`` (stems), ``root/Annotations/<stem>.xml``,
-    ``root/JPEGImages/<stem>.*``; class names from the ``classes`` argument or
-    ``root/labels.txt``. ``difficult`` objects are ignored as VOC's own evaluation does. VOC
-    pixel coordinates are 1-based and inclusive; they are converted to 0-based edges."""
-
-    def read_records(self) -> list[Record]:
-        if not self.classes:
-            labels_file = self.root / "labels.txt"
-            if not labels_file.is_file():
-                raise DataError(f"{labels_file} not found: give the VOC class names there (one "
-                                f"per line) or as data.dataset.classes")
-            self.classes = read_labels_file(labels_file, None)
-        index = {c: i for i, c in enumerate(self.classes)}
-        listing = self.root / "ImageSets" / "Main" / f"{self.split}.txt"
-        if not listing.is_file():
-            raise DataError(f"{listing} not found: VOC splits are lists of stems there")
-        records = []
-        for n, line in read_lines(listing):
-            stem = line.split()[0]
-            xml = self.root / "Annotations" / f"{stem}.xml"
-            if not xml.is_file():
-                raise DataError(f"{listing}:{n}: annotation {xml} not found")
-            try:
-                tree = ET.parse(xml).getroot()
-            except ET.ParseError as e:
-                raise DataError(f"{xml}: invalid XML: {e}") from None
-            images = [p for p in (self.root / "JPEGImages").glob(f"{stem}.*") if is_image(p)]
-            if not images:
-                raise DataError(f"{listing}:{n}: no image {self.root / 'JPEGImages' / stem}.*")
-            hw = image_hw(images[0])
-            boxes, labels, crowd = [], [], []
-            for k, obj in enumerate(tree.findall("object")):
-                where = f"{xml}: object {k + 1}"
-                name = (obj.findtext("name") or "").strip()
-                if name not in index:
-                    raise DataError(f"{where}: class '{name}' is not among {self.classes}")
-                bb = obj.find("bndbox")
-                try:
-                    x1, y1, x2, y2 = (float(bb.findtext(t))
-                                      for t in ("xmin", "ymin", "xmax", "ymax"))
-                except (AttributeError, TypeError, ValueError):
-                    raise DataError(f"{where}: bndbox needs numeric xmin, ymin, xmax, "
-                                    f"ymax") from None
-                boxes.append(check_box([x1 - 1, y1 - 1, x2, y2], hw, where))
-                labels.append(index[name])
-                crowd.append((obj.findtext("difficult") or "0").strip() == "1")
-            records.append(Record(str(images[0]), hw, np.array(boxes, np.float32).reshape(-1, 4),
-                                  np.array(labels, np.int64), np.array(crowd, bool)))
-        return records
