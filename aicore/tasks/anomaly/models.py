@@ -348,6 +348,10 @@ class PatchCore(AnomalyModel):
     coreset of `coreset_ratio` of them becomes the memory bank. A patch's score is the distance
     to its nearest bank entry; the image score is the largest patch score, reweighted by how
     isolated that entry is among its `num_neighbors` nearest bank neighbours (paper eq. 7).
+    `proj_dim`: None (default) runs the coreset search on the features themselves; a number
+    projects them to that many dimensions first (faster for wide backbones, but a 128-dim
+    projection of resnet18's 384 channels picked a worse bank: 0.02-0.11 lower image AUROC on
+    the real textures of benchmarks/peers).
     """
 
     dynamic_buffers = ("memory_bank",)
@@ -356,7 +360,7 @@ class PatchCore(AnomalyModel):
                  coreset_ratio: float = 0.1, num_neighbors: int = 9,
                  pretrained: bool | str = False, in_chans: int = 3,
                  input_size: Sequence[int] = (224, 224), blur_sigma: float = 4.0,
-                 proj_dim: int | None = 128, max_patches: int | None = 500_000, seed: int = 0,
+                 proj_dim: int | None = None, max_patches: int | None = 500_000, seed: int = 0,
                  backbone_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(backbone, layers, pretrained, in_chans, input_size, blur_sigma,
                          backbone_kwargs)
