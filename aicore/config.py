@@ -102,7 +102,7 @@ OPEN_DICTS = {"data.dataset", "data.train.dataset", "data.val.dataset", "data.te
 COMPONENT_SLOTS: list[tuple[str, Registry, set[str]]] = [
     ("model", MODELS, {"in_chans", "num_classes"}),
     ("loss", LOSSES, {"num_classes", "class_counts", "ignore_index"}),
-    ("optimizer", OPTIMIZERS, {"params"}),
+    ("optimizer", OPTIMIZERS, {"model"}),
     ("scheduler", SCHEDULERS, {"optimizer", "epochs", "iters_per_epoch"}),
     ("evaluator", EVALUATORS, {"num_classes", "class_names"}),
 ]

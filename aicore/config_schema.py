@@ -4,7 +4,7 @@ Plain keys come from DEFAULTS and the rules in aicore/config_values.py, plus eac
 task's own keys and rules (its TaskSpec: aicore/tasks/<task>/spec.py); each ``{"type": ...}``
 slot lists the registered names and, per name, the constructor's arguments (from its
 signature: names always, JSON types where the annotation is plain). What the framework
-supplies itself (num_classes, params, ...) is left out.
+supplies itself (num_classes, model, ...) is left out.
 """
 from __future__ import annotations
 

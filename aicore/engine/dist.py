@@ -57,11 +57,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if is_dist():
-        dist.barrier()
-
-
 def all_gather_object(obj: Any) -> list[Any]:
     if not is_dist():
         return [obj]
@@ -69,18 +64,3 @@ def all_gather_object(obj: Any) -> list[Any]:
     dist.all_gather_object(out, obj)
     return out
 
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    if not is_dist():
-        return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value / world_size()

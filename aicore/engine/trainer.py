@@ -90,7 +90,7 @@ class BaseTrainer:
         self.ema = None
         self.classes: list[str] = []
         self.hooks: list[Any] = []
-        self.epoch = 0  # epochs completed
+        self.epoch = 0  # 0-based index of the epoch in progress (= epochs finished before it)
         self.start_epoch = 0
         self.max_epoch = int(cfg.train.epochs)
         self.global_step = 0  # optimizer steps taken
@@ -445,7 +445,7 @@ class BaseTrainer:
                               f"data.batch_size")
         if self.needs_optimizer:
             self.optimizer = C.build(cfg.optimizer, OPTIMIZERS, "optimizer", cfg,
-                                     params=self.model)
+                                     model=self.model)
             self.scheduler = (C.build(cfg.scheduler, SCHEDULERS, "scheduler", cfg,
                                       optimizer=self.optimizer, epochs=self.max_epoch,
                                       iters_per_epoch=math.ceil(self.iters_per_epoch /

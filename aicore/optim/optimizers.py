@@ -28,32 +28,32 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bias_norm: bool
 
 
 @OPTIMIZERS.register("SGD")
-def sgd(params: nn.Module, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
+def sgd(model: nn.Module, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
         nesterov: bool = True, no_decay_bias_norm: bool = True) -> torch.optim.Optimizer:
-    return torch.optim.SGD(param_groups(params, weight_decay, no_decay_bias_norm), lr=lr,
+    return torch.optim.SGD(param_groups(model, weight_decay, no_decay_bias_norm), lr=lr,
                            momentum=momentum, nesterov=nesterov and momentum > 0)
 
 
 @OPTIMIZERS.register("AdamW")
-def adamw(params: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+def adamw(model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
           eps: float = 1e-8, weight_decay: float = 0.05,
           no_decay_bias_norm: bool = True) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(params, weight_decay, no_decay_bias_norm), lr=lr,
+    return torch.optim.AdamW(param_groups(model, weight_decay, no_decay_bias_norm), lr=lr,
                              betas=tuple(betas), eps=eps)
 
 
 @OPTIMIZERS.register("Adam")
-def adam(params: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+def adam(model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
          eps: float = 1e-8, weight_decay: float = 0.0,
          no_decay_bias_norm: bool = True) -> torch.optim.Optimizer:
-    return torch.optim.Adam(param_groups(params, weight_decay, no_decay_bias_norm), lr=lr,
+    return torch.optim.Adam(param_groups(model, weight_decay, no_decay_bias_norm), lr=lr,
                             betas=tuple(betas), eps=eps)
 
 
 @OPTIMIZERS.register("RMSprop")
-def rmsprop(params: nn.Module, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-3,
+def rmsprop(model: nn.Module, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-3,
             momentum: float = 0.9, weight_decay: float = 1e-5,
             no_decay_bias_norm: bool = True) -> torch.optim.Optimizer:
     # eps and alpha as in the TF/timm RMSprop recipes that made RMSprop work for mobile nets
-    return torch.optim.RMSprop(param_groups(params, weight_decay, no_decay_bias_norm), lr=lr,
+    return torch.optim.RMSprop(param_groups(model, weight_decay, no_decay_bias_norm), lr=lr,
                                alpha=alpha, eps=eps, momentum=momentum)

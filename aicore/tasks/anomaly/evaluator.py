@@ -30,7 +30,6 @@ class AnomalyEvaluator:
     labels (B,), sample indices (B,)). The maps and masks of the split are kept until compute()
     (float32 and bool: about 5 bytes per pixel)."""
 
-    main_metric = "image_AUROC"
     #: the numbers compute() can return; train.best_metric must be one of them
     metric_names = ('image_AUROC', 'pixel_AUROC', 'PRO', 'F1_max', 'threshold', 'pixel_F1_max',
                     'pixel_threshold')

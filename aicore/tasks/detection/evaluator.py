@@ -45,7 +45,6 @@ class DetectionEvaluator:
     ``"iscrowd"`` (N,) bool, ``"image_id"`` (unique per image; without it every image counts
     once, in arrival order on each rank) and ``"size"`` (h, w)."""
 
-    main_metric = "mAP"
     #: the numbers compute() can return; train.best_metric must be one of them
     metric_names = ('mAP', 'AP50', 'AP75')
 

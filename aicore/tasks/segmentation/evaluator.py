@@ -56,7 +56,6 @@ class SegmentationEvaluator:
     for eval's predictions.csv (per_image=false turns that off).
     """
 
-    main_metric = "mIoU"
     #: the numbers compute() can return; train.best_metric must be one of them
     metric_names = ('mIoU', 'mDice', 'pixel_acc')
 
