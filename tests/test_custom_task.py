@@ -130,6 +130,12 @@ def test_task_rules_and_listing(project, capsys):
     assert run_cli("--list", "tasks", cwd=proj) == 0
     out = capsys.readouterr().out
     assert "regression" in out and "regression_task.py" in out and "classification" in out
+    # --schema describes the custom task and its own key from its TaskSpec
+    assert run_cli("--schema", str(proj / "schema.json"), cwd=proj) == 0
+    schema = json.loads((proj / "schema.json").read_text(encoding="utf-8"))
+    assert "regression" in schema["properties"]["task"]["enum"]
+    key = schema["properties"]["eval"]["properties"]["max_abs_error"]
+    assert key["exclusiveMinimum"] == 0 and key["default"] == 0.5
 
 
 def test_a_run_imports_only_its_task(project):
