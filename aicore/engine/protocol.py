@@ -29,12 +29,8 @@ from dotmap import DotMap
 from torch import nn
 
 
-#: task name -> "module:Class" of its protocol, until tasks register a TaskSpec themselves
-PROTOCOLS = {
-    "classification": "aicore.tasks.classification.protocol:ClassificationProtocol",
-    "segmentation": "aicore.tasks.segmentation.protocol:SegmentationProtocol",
-    "anomaly": "aicore.tasks.anomaly.protocol:AnomalyProtocol",
-}
+#: task name -> "module:Class" of a protocol for a task whose TaskSpec names none
+PROTOCOLS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The classification task: its trainer and the config keys only it has."""
 from aicore.config_values import Rule
+from aicore.tasks.classification.protocol import ClassificationProtocol
 from aicore.tasks.classification.trainer import ClassificationTrainer
 from aicore.tasks.spec import TaskSpec, register_task
 
@@ -29,5 +30,5 @@ RULES = {
     "demo.cam_layer": Rule("str", nullable=True),
 }
 
-SPEC = register_task(TaskSpec("classification", ClassificationTrainer, defaults=DEFAULTS,
-                              rules=RULES))
+SPEC = register_task(TaskSpec("classification", ClassificationTrainer,
+                              protocol=ClassificationProtocol, defaults=DEFAULTS, rules=RULES))

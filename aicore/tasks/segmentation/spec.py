@@ -1,5 +1,6 @@
 """The segmentation task: its trainer and the config keys only it has."""
 from aicore.config_values import Rule
+from aicore.tasks.segmentation.protocol import SegmentationProtocol
 from aicore.tasks.segmentation.trainer import SegmentationTrainer
 from aicore.tasks.spec import TaskSpec, register_task
 
@@ -18,5 +19,5 @@ RULES = {
     "demo.sliding_window": Rule("dict", alt=("bool",), nullable=True, keys=WINDOW_KEYS),
 }
 
-SPEC = register_task(TaskSpec("segmentation", SegmentationTrainer, defaults=DEFAULTS,
-                              rules=RULES))
+SPEC = register_task(TaskSpec("segmentation", SegmentationTrainer,
+                              protocol=SegmentationProtocol, defaults=DEFAULTS, rules=RULES))
