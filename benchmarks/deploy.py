@@ -58,7 +58,8 @@ def eager_module(config: Path, export: Path):
     import torch
 
     from aicore import config as C
-    from aicore.engine.runners import load_model
+    from aicore.engine.protocol import make_protocol
+    from aicore.engine.runners import checkpoint_path, load_model
     from aicore.tasks import import_tasks
     from aicore.tasks.spec import apply_task_defaults, trainer_class
     import_tasks()
@@ -68,8 +69,8 @@ def eager_module(config: Path, export: Path):
     trainer = trainer_class(cfg)(cfg)
     trainer.device = torch.device("cpu")
     model, _ = load_model(trainer, cfg, "export")
-    wrapper, _ = trainer.export_module(model)
-    return wrapper.eval()
+    protocol = make_protocol(trainer, model=model, checkpoint=checkpoint_path(cfg, "export"))
+    return protocol.export(model).module.eval()
 
 
 def free_port() -> int:
