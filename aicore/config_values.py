@@ -258,7 +258,8 @@ _MISSING = object()
 ARG_RANGES: dict[str, dict[str, Rule]] = {
     "optimizer": {"lr": POS, "weight_decay": Rule("number", low=0),
                   "momentum": Rule("number", low=0, high=1), "eps": POS, "alpha": POS,
-                  "betas": Rule("list", length=2, items=Rule("number", low=0, high=1))},
+                  "betas": Rule("list", length=2, items=Rule("number", low=0, high=1)),
+                  "backbone_lr_mult": Rule("number", low=0)},
     "scheduler": {"warmup_epochs": Rule("number", low=0), "warmup_ratio": UNIT,
                   "min_lr_ratio": UNIT, "gamma": POS, "power": POS, "step_epochs": POS,
                   "milestones": Rule("list", items=Rule("number", low=0))},

@@ -262,6 +262,31 @@ def test_finetune_recipe_from_a_local_weights_file(tmp_path, cls_root):
     body = [k for k in src if not k.startswith("fc.")]
     assert body and all(torch.equal(model[k], src[k]) for k in body)
     assert (work / "train_batch.jpg").is_file()
+    # the head learns at lr, the pretrained backbone at lr * backbone_lr_mult, after warm-up too
+    lrs = [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
+    assert len(lrs) == 4 and lrs[0] == lrs[1] and lrs[2] == lrs[3]
+    assert lrs[2] == pytest.approx(0.2 * lrs[0])
+
+
+def test_backbone_lr_mult_groups():
+    import timm
+
+    from aicore.optim.optimizers import adamw
+    from aicore.optim.schedulers import cosine
+    model = timm.create_model("resnet10t", num_classes=3)
+    opt = adamw(model, lr=0.01, backbone_lr_mult=0.1)
+    head = {id(p) for p in model.fc.parameters()}
+    groups = opt.param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert {id(p) for g in groups[:2] for p in g["params"]} == head
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0, 0.05, 0.0]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    sched = cosine(opt, epochs=2, iters_per_epoch=5, warmup_epochs=1)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    assert groups[2]["lr"] == pytest.approx(0.1 * groups[0]["lr"]) and groups[0]["lr"] < 0.01
+    assert len(adamw(model, lr=0.01).param_groups) == 2  # without it: the usual two groups
 
 
 def test_detection_trains_from_an_official_yolox_file(tmp_path):
