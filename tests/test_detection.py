@@ -19,7 +19,8 @@ import_tasks()
 from aicore.engine.hooks import Hook  # noqa: E402
 from aicore.errors import DataError  # noqa: E402
 from aicore.registry import HOOKS  # noqa: E402
-from aicore.tasks.detection.boxes import boxes_to_original, letterbox, nms_in_graph  # noqa: E402
+from aicore.tasks.detection.boxes import boxes_to_original, letterbox  # noqa: E402
+from aicore.tasks.detection.export import nms_in_graph  # noqa: E402
 from aicore.tasks.detection.datasets import (  # noqa: E402
     COCODetectionDataset, YOLODetectionDataset, detection_collate)
 from aicore.tasks.detection.evaluator import DetectionEvaluator  # noqa: E402

@@ -60,13 +60,54 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray,
     return nms(boxes + offsets[:, None], scores, iou)
 
 
+def _top(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first."""
+    if values.size <= k:
+        return np.argsort(-values, kind="stable")
+    part = np.argpartition(-values, k - 1)[:k]
+    return part[np.argsort(-values[part], kind="stable")]
+
+
+def multi_label_candidates(scores: np.ndarray, thr: float, topk: dict[str, Any] | None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) scores -> (candidate, class) index pairs with score > thr, as torchvision's
+    FCOS/RetinaNet (the topk["k"] best pairs of each feature level, a level's pairs taken
+    candidate-major) or SSD (the k best candidates of each class) select them."""
+    n, c = scores.shape
+    if not topk:
+        return np.nonzero(scores > thr)
+    k = int(topk["k"])
+    idx, cls = [], []
+    if topk["per"] == "class":
+        for label in range(c):
+            col = scores[:, label]
+            above = np.nonzero(col > thr)[0]
+            pick = above[_top(col[above], k)]
+            idx.append(pick)
+            cls.append(np.full(len(pick), label, np.int64))
+    else:
+        start = 0
+        for size in (int(s) for s in topk["level_sizes"]):
+            flat = scores[start:start + size].reshape(-1)
+            above = np.nonzero(flat > thr)[0]
+            pick = above[_top(flat[above], k)]
+            idx.append(start + pick // c)
+            cls.append(pick % c)
+            start += size
+        if start != n:
+            raise ValueError(f"manifest postprocess.topk.level_sizes add up to {start} "
+                             f"candidates, the model outputs {n}")
+    return (np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64),
+            np.concatenate(cls).astype(np.int64) if cls else np.zeros(0, np.int64))
+
+
 def detections_from_dense(boxes: np.ndarray, scores: np.ndarray, post: dict[str, Any]
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's dense outputs ((N, 4) xyxy, (N, C)) -> (boxes, scores, labels) after the
     score threshold, class-aware NMS and max_det, as the model's own post-processing."""
     thr, iou, max_det = float(post["score_thresh"]), float(post["nms_iou"]), int(post["max_det"])
     if post.get("candidates") == "multi_label":  # every candidate-class pair above thr
-        idx, cls = np.nonzero(scores > thr)
+        idx, cls = multi_label_candidates(scores, thr, post.get("topk"))
         bx, sc, lb = boxes[idx], scores[idx, cls], cls
     else:  # each candidate keeps its best class (YOLOX)
         best, labels = scores.max(-1), scores.argmax(-1)

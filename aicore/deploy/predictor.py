@@ -148,8 +148,7 @@ class Predictor:
         prepared = [prepare(r, self.pre, f"image {i}") for i, r in enumerate(raws)]
         if window:
             return [self._segmentation_window(x, info) for x, info in prepared]
-        if self.post.get("format") == "nms_in_graph":  # rows carry their batch index
-            return [self._finish([self._forward(x[None])], info, 0) for x, info in prepared]
+        # one forward per input shape (detection NMS rows carry their index in the batch)
         out: list[Result | None] = [None] * len(prepared)
         groups: dict[tuple, list[int]] = {}
         for i, (x, _) in enumerate(prepared):

@@ -241,7 +241,8 @@ class TrainerMethods(TaskProtocol):
     def export(self, model: nn.Module) -> ExportSpec:
         module, outputs = self.trainer.export_module(model)
         return ExportSpec(module, outputs, self.trainer.manifest_extra(),
-                          wrap=lambda m: self.trainer.export_module(m)[0])
+                          wrap=lambda m: self.trainer.export_module(m)[0],
+                          check=getattr(self.trainer, "export_check", None))
 
     def export_sample(self, dataset, i: int) -> torch.Tensor:
         return self.trainer.export_sample(dataset, i)

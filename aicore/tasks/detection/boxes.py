@@ -62,24 +62,3 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, score_thresh: float, 
         order = batched_nms(bx, sc, lb, nms_iou)[:max_det]
         results.append({"boxes": bx[order], "scores": sc[order], "labels": lb[order]})
     return results
-
-
-def nms_in_graph(boxes: torch.Tensor, scores: torch.Tensor, score_thresh: float,
-                 nms_iou: float) -> torch.Tensor:
-    """Export-friendly post-processing for a whole batch in one NMS call.
-
-    Returns (K, 7) rows ``[batch_index, x1, y1, x2, y2, score, class]``. Images and classes are
-    kept apart by giving each (image, class) pair its own NMS group, so a single
-    ``NonMaxSuppression`` node serves any batch size. K depends on the data.
-    """
-    B, N, C = scores.shape
-    best, labels = scores.max(dim=-1)  # (B, N)
-    batch_idx = torch.arange(B, device=boxes.device)[:, None].expand(B, N)
-    flat_boxes, flat_scores = boxes.reshape(-1, 4), best.reshape(-1)
-    flat_labels, flat_batch = labels.reshape(-1), batch_idx.reshape(-1)
-    keep = flat_scores > score_thresh
-    fb, fs, fl, fi = flat_boxes[keep], flat_scores[keep], flat_labels[keep], flat_batch[keep]
-    groups = fi * C + fl
-    order = batched_nms(fb, fs, groups, nms_iou)
-    return torch.cat([fi[order, None].to(fb.dtype), fb[order], fs[order, None],
-                      fl[order, None].to(fb.dtype)], dim=1)

@@ -157,6 +157,34 @@ class TorchvisionDetector(nn.Module):
         self.offset = 1 if background else 0
         self.net.transform = _batch_only(1 if kind == "ssdlite" else 32)
 
+    #: torchvision scores every (candidate, class) pair on its own: one location can yield a
+    #: box for each of several classes (the export manifest's "multi_label" candidates)
+    multi_label = True
+
+    @property
+    def max_det(self) -> int:
+        heads = self.net.roi_heads if self.kind == "fasterrcnn" else self.net
+        return int(heads.detections_per_img)
+
+    def nms_topk(self, input_size: tuple[int, int]) -> dict | None:
+        """How torchvision limits candidates before NMS, for export_forward's dense layout:
+        FCOS and RetinaNet keep the `topk_candidates` best (candidate, class) pairs of each
+        feature level, SSDlite the best per class."""
+        if self.kind == "fasterrcnn":
+            return None
+        k = int(self.net.topk_candidates)
+        if self.kind == "ssdlite":
+            return {"per": "class", "k": k}
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            feats = self.net.backbone(torch.zeros(1, 3, *(int(s) for s in input_size)))
+        self.net.train(was_training)
+        per_loc = self.net.anchor_generator.num_anchors_per_location()[0]
+        return {"per": "level", "k": k,
+                "level_sizes": [int(f.shape[-2] * f.shape[-1]) * per_loc
+                                for f in feats.values()]}
+
     def adapt_state_dict(self, sd: dict[str, torch.Tensor], input_norm: dict | None = None
                          ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """model.init_from: torchvision's own COCO checkpoints (e.g.

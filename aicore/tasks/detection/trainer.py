@@ -25,7 +25,7 @@ from aicore.engine import dist
 from aicore.engine.trainer import BaseTrainer
 from aicore.errors import ConfigError, ExportError
 from aicore.registry import TRAINERS
-from aicore.tasks.detection.boxes import PAD_VALUE, boxes_to_original, letterbox, nms_in_graph
+from aicore.tasks.detection.boxes import PAD_VALUE, boxes_to_original, letterbox
 from aicore.tasks.detection.datasets import BBOX_PARAMS, detection_collate
 
 #: demo draws and lists detections from this score up, unless demo.score_thresh says otherwise
@@ -230,16 +230,17 @@ class DetectionTrainer(BaseTrainer):
         if not hasattr(model, "export_forward"):
             raise ExportError(f"model {self.cfg.model.type} has no export_forward(); detection "
                               f"export needs a model that returns dense boxes and scores")
-        # a custom detector without these attributes gets the YOLOX defaults
-        thresholds = {"score_thresh": float(getattr(model, "score_thresh", 0.01)),
-                      "nms_iou": float(getattr(model, "nms_iou", 0.65))}
-        self._export_info = {"nms_in_graph": bool(self.cfg.export.get("nms")), **thresholds,
-                             "max_det": int(getattr(model, "max_det", 100)),
-                             "candidates": "multi_label" if getattr(model, "multi_label", False)
-                             else "best_class"}
+        from aicore.tasks.detection.export import ExportDense, ExportWithNMS, postprocess_recipe
+        recipe = postprocess_recipe(model, tuple(int(s) for s in self.cfg.data.input_size))
+        self._export_recipe = recipe
         if self.cfg.export.get("nms"):
-            return _ExportWithNMS(model, **thresholds), ["detections"]
-        return _ExportDense(model), ["boxes", "scores"]
+            return ExportWithNMS(model, recipe), ["detections"]
+        return ExportDense(model), ["boxes", "scores"]
+
+    def export_check(self, module: nn.Module, images: torch.Tensor) -> float | None:
+        """export.nms: the in-graph post-processing against the model's own detections."""
+        from aicore.tasks.detection.export import compare_with_model
+        return compare_with_model(module, images)
 
     def normalization(self) -> dict[str, Any]:
         info = super().normalization()
@@ -256,50 +257,6 @@ class DetectionTrainer(BaseTrainer):
         return info
 
     def manifest_extra(self) -> dict[str, Any]:
-        info = getattr(self, "_export_info", {})
-        if info.get("nms_in_graph"):
-            outputs = {"detections": "(K, 7) rows [batch_index, x1, y1, x2, y2, score, class] "
-                                     "in input pixels, after score_thresh and class-aware NMS"}
-        else:
-            outputs = {"boxes": "(B, N, 4) x1, y1, x2, y2 in input pixels, one per candidate",
-                       "scores": "(B, N, C) per-class confidence in [0, 1]; apply score_thresh "
-                                 "to each candidate's best class, then class-aware NMS with "
-                                 "nms_iou"}
-        return {"postprocess": {
-            "format": "nms_in_graph" if info.get("nms_in_graph") else "dense",
-            "candidates": info.get("candidates", "best_class"),
-            "score_thresh": info.get("score_thresh"), "score_compare": ">",
-            "nms_iou": info.get("nms_iou"), "max_det": info.get("max_det"),
-            "demo_score_thresh": self.demo_score_thresh},
-            "detection": {
-            "output_format": outputs,
-            "to_original_pixels": "divide box coordinates by the letterbox scale r, then clip "
-                                  "to the original width and height",
-            "score_thresh_eval": info.get("score_thresh"),
-            "score_thresh_demo": self.demo_score_thresh,
-            "nms_iou": info.get("nms_iou"),
-            "nms_in_graph": info.get("nms_in_graph", False)}}
-
-
-class _ExportDense(nn.Module):
-    """images -> (boxes (B, N, 4), scores (B, N, C)): decoded, no thresholds, no NMS. Shapes
-    depend only on the input size, so ONNX Runtime parity is exact to compare."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.export_forward(images)
-
-
-class _ExportWithNMS(nn.Module):
-    """images -> (K, 7) detections of the whole batch, NMS included (export.nms = true)."""
-
-    def __init__(self, model: nn.Module, score_thresh: float, nms_iou: float) -> None:
-        super().__init__()
-        self.model, self.score_thresh, self.nms_iou = model, score_thresh, nms_iou
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        boxes, scores = self.model.export_forward(images)
-        return nms_in_graph(boxes, scores, self.score_thresh, self.nms_iou)
+        from aicore.tasks.detection.export import manifest_sections
+        return manifest_sections(self._export_recipe, bool(self.cfg.export.get("nms")),
+                                 self.demo_score_thresh)
