@@ -37,19 +37,22 @@ def test_training_run_is_tracked(cls_root, tmp_path):
     params = run.data.params
     assert params["train.epochs"] == "2" and params["model.name"] == "resnet10t"
     assert params["optimizer.type"] == "SGD" and params["task"] == "classification"
-    assert {"top1", "f1_macro", "lr", "train_loss"} <= set(run.data.metrics), run.data.metrics
+    assert {"top1", "f1_macro", "lr", "train_loss", "val_loss"} <= set(run.data.metrics), \
+        run.data.metrics
     client = mlflow.tracking.MlflowClient(uri)
-    for name in ("train_loss", "top1"):
+    for name in ("train_loss", "top1", "val_loss"):
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [1, 2]
+    # the lr of every optimizer step: 48 images / batch 8 = 6 steps per epoch
+    lr_steps = client.get_metric_history(run.info.run_id, "lr_step")
+    assert sorted(m.step for m in lr_steps) == list(range(1, 13))
     # the values are the epoch's own validation metrics, as in work_dir/metrics.jsonl
     rows = [json.loads(line) for line in
             (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     top1 = [m.value for m in client.get_metric_history(run.info.run_id, "top1")]
     assert top1 == pytest.approx([r["top1"] for r in rows if r["weights"] == "model"])
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.json", "train.log"} <= names
-    assert any(n.endswith(".png") for n in names)
+    assert {"config.json", "train.log", "results.png", "results.csv"} <= names
     assert "checkpoints" in names
     assert (tmp_path / "artifacts" / run.info.run_id / "artifacts" / "config.json").is_file()
 
