@@ -76,7 +76,10 @@ def shots(tmp_path_factory):
     return tmp_path_factory.mktemp("screenshots")
 
 
-def snap(page, shots: Path, name: str) -> None:
+def snap(page, shots: Path, name: str, at: str | None = None) -> None:
+    """A screenshot of the viewport, scrolled to the element `at` when given."""
+    if at:
+        page.locator(at).first.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / f"{name}.png"), full_page=False)
     extra = os.environ.get("AICORE_APP_SHOTS")
     if extra:
@@ -189,7 +192,7 @@ def test_report_page_of_each_task(page, server, run, section, shot, shots):
     page.wait_for_function("() => [...document.images].every(i => i.complete)")
     broken = page.eval_on_selector_all("img", "els => els.filter(i => !i.naturalWidth).length")
     assert broken == 0
-    snap(page, shots, shot)
+    snap(page, shots, shot, at=section.split()[0])
 
 
 def test_binary_threshold_slider_matches_predictions_csv(page, server, world, shots):
@@ -240,7 +243,7 @@ def test_data_grid_shows_masks_and_boxes(page, server, shots):
         assert word in page.inner_text("#drawn")
         page.wait_for_function("() => [...document.querySelectorAll('#drawn img')]"
                                ".every(i => i.complete && i.naturalWidth > 0)")
-    snap(page, shots, "data_segmentation")
+    snap(page, shots, "data_segmentation", at="#drawn")
 
 
 def test_queue_and_cancel_from_the_launch_page(page, server, world, shots):
@@ -261,7 +264,7 @@ def test_queue_and_cancel_from_the_launch_page(page, server, world, shots):
     page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
                            "r.textContent.includes('queue_a') && r.textContent.includes("
                            "'running'))", timeout=120_000)
-    snap(page, shots, "launch_queue")
+    snap(page, shots, "launch_queue", at="#jobs")
     row.locator("button[data-cancel]").click()
     page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
                            "r.textContent.includes('queue_b') && r.textContent.includes("
