@@ -273,19 +273,38 @@ def check_keys(node: dict, schema: dict, prefix: str, cfg: dict) -> None:
             check_keys(value, schema[key], path + ".", cfg)
 
 
-def _tasks_with_key(path: str) -> list[str]:
-    """The tasks whose own config keys include `path` (imports the built-in tasks: only
-    called on the way to an error)."""
+def _tasks_with_key(path: str) -> dict[str, Any]:
+    """task name -> its default, for the tasks whose own config keys include `path` (imports
+    the built-in tasks: only called for a key the config's task does not have)."""
     from aicore.registry import TASKS
     from aicore.tasks.spec import task_names
-    owners = []
+    owners = {}
     for name in task_names():
         node: Any = TASKS.get(name).defaults
         for part in path.split("."):
             node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
         if node is not _ABSENT:
-            owners.append(name)
+            owners[name] = node
     return owners
+
+
+def drop_other_tasks_defaults(cfg: DotMap, node: dict, schema: dict, prefix: str = "") -> None:
+    """Remove keys of other tasks that hold those tasks' defaults. A run's config.json written
+    before each task owned its keys lists every task's keys at their defaults; such a file
+    still loads. Another task's key set to anything else stays, for check_keys to refuse."""
+    for key, value in list(node.items()):
+        path = f"{prefix}{key}"
+        if path in OPEN_DICTS or path.startswith("_"):
+            continue
+        if key not in schema:
+            owners = _tasks_with_key(path)
+            if owners and all(value == default for default in owners.values()):
+                parent = cfg
+                for part in path.split(".")[:-1]:
+                    parent = parent[part]
+                del parent[key]
+        elif isinstance(schema[key], dict) and isinstance(value, dict):
+            drop_other_tasks_defaults(cfg, value, schema[key], path + ".")
 
 
 _ABSENT = object()
@@ -353,9 +372,10 @@ def validate(cfg: DotMap) -> None:
     from aicore.tasks.spec import apply_task_defaults, get_task, merged_defaults
     spec = get_task(cfg.toDict().get("task"), where(cfg.toDict(), "task"))
     apply_task_defaults(cfg)  # the task's own keys, under what the config sets
+    schema = merged_defaults(DEFAULTS, spec)
+    drop_other_tasks_defaults(cfg, cfg.toDict(), schema)
     raw = cfg.toDict()
-    check_keys({k: v for k, v in raw.items() if not k.startswith("_")},
-               merged_defaults(DEFAULTS, spec), "", raw)
+    check_keys({k: v for k, v in raw.items() if not k.startswith("_")}, schema, "", raw)
     check_values(raw, where, rules_for(spec))
     if raw["mode"] not in MODES:
         close = difflib.get_close_matches(str(raw["mode"]), MODES, n=1)

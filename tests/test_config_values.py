@@ -151,6 +151,20 @@ def test_bad_task_value_refused(capsys, tmp_path, task, override, needle):
     assert not (tmp_path / "run").exists()
 
 
+def test_other_tasks_keys_at_their_defaults_are_dropped(capsys, tmp_path):
+    """A run's config.json from before tasks owned their keys lists every task's keys at the
+    defaults; it still loads, without them."""
+    from tests.conftest import ROOT
+    old = ["eval.tta=null", "eval.tsne=true", "demo.cam=null", "demo.score_thresh=null",
+           "export.nms=false", "train.mixup=null"]
+    args = [a for o in old for a in ("-o", o)]
+    assert run_cli("-c", str(ROOT / "configs" / "segmentation" / "quickstart.json"),
+                   "-o", f"work_dir={tmp_path / 'run'}", *args, "--check") == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert "tta" not in cfg["eval"] and "nms" not in cfg["export"] and "cam" not in cfg["demo"]
+    assert cfg["eval"]["sliding_window"] is False  # the segmentation key stays
+
+
 def test_value_from_the_file_is_blamed_on_the_file(capsys, tmp_path, cls_root):
     cfg = cls_config(cls_root, tmp_path / "run", epochs="ten")
     path = write_config(tmp_path / "cfg.json", cfg)
