@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -53,12 +54,17 @@ def metrics(npz: Path) -> dict[str, float]:
 
 def run(python: Path, script: str, args: list[str], threads: int) -> float:
     """Run one side; returns its peak RSS in MB (from wait4, this child only)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([str(python), str(HERE / script), *args], env=env, cwd=str(REPO),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore",
+           "TQDM_DISABLE": "1"}
+    # stderr goes to a file: a pipe read only after wait4 deadlocks once the child has written
+    # 64 KB (anomalib's coreset progress bar did, and the run hung)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([str(python), str(HERE / script), *args], env=env,
+                                cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=log, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read()
     if proc.returncode:
         raise SystemExit(f"{script} {' '.join(args)} failed:\n{err[-3000:]}")
     return usage.ru_maxrss / 1024
@@ -131,7 +137,8 @@ def table(rows: list[dict]) -> str:
                     cells = []
                     for key in keys:
                         v = np.array([r[key] for r in sel])
-                        fmt = "{:.3f} ± {:.3f}" if key in keys[:3] else "{:.1f} ± {:.1f}"
+                        fmt = ("{:.3f} ± {:.3f}" if key == "image_auroc" else
+                               "{:.4f} ± {:.4f}" if key in keys[:3] else "{:.1f} ± {:.1f}")
                         cells.append(fmt.format(v.mean(), v.std()))
                     out.append(f"| {cat} | {side} | {len(sel)} | " + " | ".join(cells) + " |")
     return "\n".join(out)
