@@ -328,6 +328,8 @@ def test_trainval_eval_demo_export(weave_run, mvtec_root):
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     for key in ("image_AUROC", "pixel_AUROC", "PRO", "F1_max", "threshold"):
         assert key in record
+    assert "val_loss" not in record  # a fitted model has no loss, and no curves
+    assert not (run / "results.png").exists() and not (run / "results.csv").exists()
     ckpt = ckpt_io.load(run / "checkpoints" / "best.pth")  # weights_only=True
     assert ckpt["optimizer"] is None and ckpt["task"] == "anomaly"
     assert {"mean", "whitening", "channel_idx", "image_threshold"} <= set(ckpt["model"])

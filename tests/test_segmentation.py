@@ -378,8 +378,9 @@ def test_train_eval_demo_export(seg_run, seg_root):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
-        assert {"mIoU", "mDice", "pixel_acc", "per_class"} <= set(r)
-        assert 0 <= r["mIoU"] <= 1 and 0 <= r["pixel_acc"] <= 1
+        assert {"mIoU", "mDice", "pixel_acc", "val_loss", "per_class"} <= set(r)
+        assert 0 <= r["mIoU"] <= 1 and 0 <= r["pixel_acc"] <= 1 and r["val_loss"] > 0
+    assert (run / "results.png").is_file() and (run / "results.csv").is_file()
 
     assert run_cli("-c", str(cfg), "-o", "mode=eval") == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
