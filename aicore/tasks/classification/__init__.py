@@ -1,1 +1,3 @@
-from aicore.tasks.classification import datasets, evaluator, models, spec, trainer  # noqa: F401  (register)
+# importing the modules registers their components and the task (spec.py)
+from aicore.tasks.classification import (datasets, evaluator, models, spec,  # noqa: F401
+                                         trainer)
