@@ -189,6 +189,36 @@ def test_runtime_runs_without_torch(models, images):
         assert got[task] == json.loads(json.dumps(want)), task
 
 
+def as_demo(task: str, r) -> dict:
+    """A deploy result in the shape of a demo prediction, so compare() can hold one backend's
+    results against another's."""
+    if task.startswith("classification"):
+        return {"label": r.class_name, "probability": r.probability, "topk": r.topk}
+    if task.startswith("segmentation"):
+        return {"mask": r.mask, "confidence": r.confidence, "fractions": r.fractions}
+    if task == "detection":
+        return {"boxes": r.boxes, "scores": r.scores, "labels": r.class_ids}
+    return {"score": r.score, "ng": r.is_defect, "map": r.anomaly_map}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_openvino_equals_onnxruntime(task, models, images):
+    """backend="openvino" (Intel line PCs) predicts what onnxruntime predicts, every task."""
+    pytest.importorskip("openvino", reason="the openvino package is not installed "
+                                           "(pip install -e .[openvino])")
+    from aicore.deploy import Predictor
+    ort_p = Predictor(models[task]["export"], intra_op_num_threads=1)
+    ov_p = Predictor(models[task]["export"], intra_op_num_threads=1, backend="openvino")
+    assert ov_p.providers == ["OpenVINO:CPU"]
+    for path in images[task]:
+        raw = _read(path)
+        compare(task, as_demo(task, ort_p.predict(raw)), ov_p.predict(raw), raw,
+                f"openvino {task} {path.name}")
+    batch = [_read(p) for p in images[task]]
+    for raw, a, b in zip(batch, ort_p.predict(batch), ov_p.predict(batch)):
+        compare(task, as_demo(task, a), b, raw, f"openvino {task} batch")
+
+
 def test_nms_equals_torchvision():
     """The runtime's class-aware NMS keeps the same boxes, in the same order, as
     torchvision's batched_nms (which the PyTorch models use)."""

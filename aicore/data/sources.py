@@ -18,15 +18,17 @@ from aicore.errors import DataError
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
-def read_unchanged(path: str | Path) -> np.ndarray:
-    """An image file as OpenCV reads it unchanged (BGR(A), 8 or 16 bit); unicode paths too."""
+def read_unchanged(path: str | Path, error: type[Exception] = DataError) -> np.ndarray:
+    """An image file as OpenCV reads it unchanged (BGR(A), 8 or 16 bit); unicode paths too.
+    The one image reader of mode=demo and the deploy runtime (which raises its DeployError:
+    `error`)."""
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
-        raise DataError(f"cannot read image {path}: {e.strerror}") from None
+        raise error(f"cannot read image {path}: {e.strerror}") from None
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if img is None:
-        raise DataError(f"cannot decode image {path}: the file is empty or corrupt")
+        raise error(f"cannot decode image {path}: the file is empty, corrupt or not an image")
     return img
 
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence, Union
 import cv2
 import numpy as np
 
+from aicore.data.sources import read_unchanged
 from aicore.deploy import manifest as M
 from aicore.deploy.postprocess import (boxes_to_original, detections_from_dense, is_defect,
                                        sliding_window_logits)
@@ -24,16 +25,9 @@ PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as OpenCV reads it unchanged (BGR(A), 8 or 16 bit), unicode paths too."""
-    try:
-        buf = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        raise M.DeployError(f"cannot read image {path}: {e.strerror}") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if img is None:
-        raise M.DeployError(f"cannot decode image {path}: the file is empty, corrupt or not "
-                            f"an image")
-    return img
+    """An image file as OpenCV reads it unchanged (aicore.data.sources.read_unchanged, the
+    reader mode=demo uses too); a file that cannot be read is a DeployError."""
+    return read_unchanged(path, M.DeployError)
 
 
 def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
@@ -111,14 +105,18 @@ class Predictor:
             raise M.DeployError("backend \"openvino\" needs the openvino package: pip install "
                                 "openvino") from None
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        # OpenVINO computes in bfloat16 on CPUs that have it unless told otherwise; the
+        # export's parity (and the deploy tolerances) are float32 ones
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         model = core.read_model(str(self.onnx_path))
         self.session = core.compile_model(model, "CPU", config)
         self.providers = ["OpenVINO:CPU"]
         self._input_name = model.inputs[0].get_any_name()
         self._input_shape = [d.get_length() if d.is_static else "batch"
                              for d in model.inputs[0].get_partial_shape()]
-        self._fp16 = False
+        self._fp16 = model.inputs[0].get_element_type() == ov.Type.f16  # export.half
         outputs = self.session.outputs
 
         def run(x: np.ndarray) -> list[np.ndarray]:
