@@ -6,18 +6,13 @@ task's inference protocol (aicore/engine/protocol.py) does the work, as in mode=
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import cv2
 import numpy as np
-import torch
 
-from aicore.data.io import to_channels
-from aicore.deploy.results import (AnomalyResult, ClassificationResult, DetectionResult,
-                                   SegmentationResult)
 from aicore.errors import DataError
 
 Image = Union[str, os.PathLike, np.ndarray]
@@ -69,54 +64,6 @@ class Model:
         return np.ascontiguousarray(x), name
 
     def _one(self, x: Image, color_order: str, name: str):
-        from aicore.engine.protocol import TrainerMethods
         raw, name = self._read(x, color_order, name)
-        if not isinstance(self.protocol, TrainerMethods):
-            tensor, meta = self.protocol.preprocess(raw, name)
-            return self.protocol.predict(self.module, tensor[None], [meta])[0]
-        h, w = raw.shape[:2]
-        trainer = self.trainer
-        tensor = trainer.preprocess(to_channels(raw, int(self.cfg.data.in_channels), name))[None]
-        with torch.no_grad(), trainer.autocast():
-            if self.task == "classification":
-                logits = self.module(tensor.to(trainer.device))
-                probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float32)
-                return self._classification(probs)
-            pred = trainer.predict_images(self.module, tensor)[0]
-        if self.task == "segmentation":
-            mask = cv2.resize(pred["mask"].astype(np.uint8), (w, h),
-                              interpolation=cv2.INTER_NEAREST)
-            return SegmentationResult(mask=mask, class_names=list(self.classes),
-                                      fractions=[float(f) for f in pred["fractions"]],
-                                      confidence=float(pred["confidence"]))
-        if self.task == "detection":
-            labels = np.asarray(pred["labels"], dtype=np.int64)
-            return DetectionResult(boxes=np.asarray(pred["boxes"], dtype=np.float32).reshape(-1, 4),
-                                   scores=np.asarray(pred["scores"], dtype=np.float32),
-                                   class_ids=labels, class_names=list(pred["names"]))
-        if self.task == "anomaly":
-            return self._anomaly(pred, h, w)
-        raise DataError(f"task {self.task!r} has no predict() result type")
-
-    def _classification(self, probs: np.ndarray) -> ClassificationResult:
-        order = np.argsort(-probs)[:min(5, len(probs))]
-        best = int(order[0])
-        return ClassificationResult(class_id=best, class_name=self.classes[best],
-                                    probability=float(probs[best]),
-                                    topk=[(self.classes[int(i)], float(probs[i])) for i in order],
-                                    probs=probs)
-
-    @staticmethod
-    def _anomaly(pred: dict[str, Any], h: int, w: int) -> AnomalyResult:
-        amap = cv2.resize(np.asarray(pred["map"], dtype=np.float32), (w, h),
-                          interpolation=cv2.INTER_LINEAR)
-        thr_px = float(pred["pixel_threshold"])
-        contours: list[np.ndarray] = []
-        if math.isfinite(thr_px):
-            found, _ = cv2.findContours((amap >= thr_px).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                        cv2.CHAIN_APPROX_SIMPLE)
-            contours = [c.reshape(-1, 2) for c in found]
-        return AnomalyResult(anomaly_map=amap, score=float(pred["score"]),
-                             threshold=float(pred["image_threshold"]), is_defect=bool(pred["ng"]),
-                             defect_area=float(pred["defect_area"]), pixel_threshold=thr_px,
-                             contours=contours)
+        tensor, meta = self.protocol.preprocess(raw, name)
+        return self.protocol.predict(self.module, tensor[None], [meta])[0]

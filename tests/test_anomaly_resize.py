@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from aicore.config import load_config
 from aicore.deploy.preprocess import prepare
+from aicore.engine.protocol import make_protocol
 from aicore.tasks.anomaly.datasets import MVTecDataset
 from aicore.tasks.anomaly.trainer import AnomalyTrainer
 
@@ -48,8 +49,9 @@ def test_dataset_demo_and_deploy_resize_alike_in_float(tmp_path):
                       [f"data.input_size=[{size[0]},{size[1]}]", f"data.root={tmp_path}",
                        f"work_dir={tmp_path / 'run'}"])
     trainer = AnomalyTrainer(cfg)
-    x_demo = trainer.preprocess(imgs[2]).numpy()
-    spec = trainer.deploy_preprocess()
+    protocol = make_protocol(trainer)
+    x_demo = protocol.preprocess(np.ascontiguousarray(imgs[2][:, :, ::-1]))[0].numpy()  # BGR in
+    spec = protocol.deploy_preprocess()
     assert spec["resize_precision"] == "float32"
     x_deploy, _ = prepare(np.ascontiguousarray(imgs[2][:, :, ::-1]), spec)
 

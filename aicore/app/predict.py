@@ -55,7 +55,7 @@ def _loaded(run: Path, use_export: bool):
         if use_export:
             from aicore.deploy.predictor import Predictor
             model = Predictor(run / "export")
-            protocol = make_protocol(trainer, postprocess=model.post, predictor=model)
+            protocol = make_protocol(trainer, postprocess=model.post)
         else:
             from aicore.engine.runners import checkpoint_path, load_model
             trainer.setup_device()
@@ -81,7 +81,7 @@ def predict(run: Path, data: bytes, name: str) -> dict[str, Any]:
     use_export = (run / "export" / "manifest.json").is_file() and has_deploy()
     protocol, cfg, model = _loaded(run, use_export)
     if use_export:
-        pred = protocol.from_deploy(model.predict(raw))
+        pred = model.predict(raw)
         backend = f"export ({run.name}/export, deploy runtime)"
     else:
         x, meta = protocol.preprocess(raw, name)

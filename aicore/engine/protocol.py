@@ -13,11 +13,10 @@ One ``TaskProtocol`` subclass per task (``aicore/tasks/<task>/protocol.py``) say
 
 A protocol is built from the resolved config and the class names (``make_protocol``); it holds
 no state that one call leaves for the next. The runners (eval, demo, export), ``aicore.load``
-and the app use it; ``BaseTrainer`` only trains.
+and the app use it; ``BaseTrainer`` only trains. A task names its protocol in its TaskSpec.
 """
 from __future__ import annotations
 
-import importlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,7 @@ import torch
 from dotmap import DotMap
 from torch import nn
 
-
-#: task name -> "module:Class" of a protocol for a task whose TaskSpec names none
-PROTOCOLS: dict[str, str] = {}
+from aicore.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -106,17 +103,16 @@ class TaskProtocol:
         return [n.toDict() if hasattr(n, "toDict") else n for n in nodes]
 
     def preprocess(self, img: np.ndarray, name: str = "image") -> tuple[torch.Tensor, Meta]:
-        """One image as read (HW or HWC, 8/16-bit) -> (CHW input tensor, its Meta): the val
-        transforms, a stretch to data.input_size when they did not reach it, normalisation."""
-        import cv2
+        """One image as OpenCV reads it (HW or HWC BGR(A), 8/16-bit) -> (CHW input tensor, its
+        Meta): the val transforms, a stretch to data.input_size when they did not reach it,
+        normalisation."""
         from aicore.data.io import to_channels
+        from aicore.deploy.preprocess import resize_linear
         orig = (int(img.shape[0]), int(img.shape[1]))
         x = self.transform(image=to_channels(img, self.in_channels, name))["image"]
         h, w = self.input_size
         if x.shape[:2] != (h, w):
-            if self.resize_in_float and x.dtype == np.uint8:
-                x = x.astype(np.float32) * np.float32(1 / 255)
-            x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
+            x = resize_linear(x, (h, w), self.resize_in_float)
         return self.normalize(x), Meta(orig_size=orig, input_size=(h, w))
 
     # -- outputs -> results -------------------------------------------------------------------
@@ -139,11 +135,6 @@ class TaskProtocol:
     def results(self, outputs: Any, metas: list[Meta]) -> list[Any]:
         """task: the batch's outputs -> one result dataclass per image."""
         raise NotImplementedError
-
-    def from_deploy(self, result: Any) -> Any:
-        """A result of aicore.deploy's Predictor (demo.backend = "onnx") as a prediction of
-        this protocol: the same dataclasses, so unchanged."""
-        return result
 
     def eval_module(self, model: nn.Module) -> nn.Module:
         """The module mode=eval scores (classification wraps it for test-time augmentation)."""
@@ -198,83 +189,21 @@ class TaskProtocol:
                 **({"resize_precision": "float32"} if self.resize_in_float else {})}
 
 
-class TrainerMethods(TaskProtocol):
-    """Transitional: the protocol of a task whose trainer still carries the inference methods
-    (preprocess, predict_images, draw, demo_row, write_demo_report, export_module,
-    manifest_extra...); predictions are the trainer's dicts. Removed once every task has its
-    own protocol."""
-
-    def __init__(self, trainer, *, model: nn.Module | None = None, checkpoint=None,
-                 postprocess: dict[str, Any] | None = None, predictor=None) -> None:
-        super().__init__(trainer.cfg, list(trainer.classes), device=trainer.device)
-        self.trainer = trainer
-        self.task = trainer.task
-        self.predictor = predictor
-
-    def preprocess(self, img: np.ndarray, name: str = "image") -> tuple[torch.Tensor, Meta]:
-        from aicore.data.io import to_channels
-        x = self.trainer.preprocess(to_channels(img, self.in_channels, name))
-        return x, Meta(orig_size=(int(img.shape[0]), int(img.shape[1])))
-
-    @torch.no_grad()
-    def predict(self, model: nn.Module, tensors: torch.Tensor, metas: list[Meta]) -> list[Any]:
-        with self.trainer.autocast():
-            return self.trainer.predict_images(model, tensors)
-
-    def from_deploy(self, result) -> Any:
-        """A deploy result (demo.backend = "onnx") as the trainer's prediction dict."""
-        from aicore.deploy.bridge import demo_prediction
-        return demo_prediction(self.predictor, result)
-
-    def draw(self, rgb: np.ndarray, pred: Any) -> np.ndarray:
-        return self.trainer.draw(rgb, pred)
-
-    def csv_row(self, pred: Any) -> dict[str, Any]:
-        return self.trainer.demo_row(pred)
-
-    def write_report(self, results: list[dict[str, Any]], out: Path) -> None:
-        self.trainer.write_demo_report(results, out)
-
-    def prepare_export(self, model: nn.Module) -> nn.Module:
-        return self.trainer.prepare_export(model)
-
-    def export(self, model: nn.Module) -> ExportSpec:
-        module, outputs = self.trainer.export_module(model)
-        return ExportSpec(module, outputs, self.trainer.manifest_extra(),
-                          wrap=lambda m: self.trainer.export_module(m)[0],
-                          check=getattr(self.trainer, "export_check", None))
-
-    def export_sample(self, dataset, i: int) -> torch.Tensor:
-        return self.trainer.export_sample(dataset, i)
-
-    def normalization(self) -> dict[str, Any]:
-        return self.trainer.normalization()
-
-    def deploy_preprocess(self) -> dict[str, Any]:
-        return self.trainer.deploy_preprocess()
-
-
-def protocol_class(task: str) -> type[TaskProtocol] | None:
-    """The task's protocol class: its TaskSpec's (aicore/tasks/spec.py), else the table
-    above; None while its trainer still carries the methods."""
+def protocol_class(task: str) -> type[TaskProtocol]:
+    """The task's protocol class, from its TaskSpec (aicore/tasks/spec.py)."""
     from aicore.tasks.spec import find_task
     spec = find_task(task)
-    if spec is not None and spec.protocol is not None:
-        return spec.protocol
-    target = PROTOCOLS.get(task)
-    if target is None:
-        return None
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    if spec is None or spec.protocol is None:
+        raise ConfigError(f"task {task!r} registers no inference protocol: give its TaskSpec "
+                          f"protocol=<a TaskProtocol subclass> (see notes/engine.md, "
+                          f"\"Inference protocol\")")
+    return spec.protocol
 
 
 def make_protocol(trainer, **kwargs: Any) -> TaskProtocol:
     """The protocol of the trainer's task, for its config, classes and device. kwargs:
-    model and checkpoint (a loaded checkpoint), or postprocess and predictor (an export
-    through aicore.deploy)."""
+    model and checkpoint (a loaded checkpoint), or postprocess (an export's manifest
+    section, for predictions through aicore.deploy)."""
     cls = protocol_class(trainer.task)
-    if cls is None:
-        return TrainerMethods(trainer, **kwargs)
-    kwargs.pop("predictor", None)
     return cls(trainer.cfg, list(trainer.classes), device=trainer.device,
                resize_in_float=bool(getattr(trainer, "resize_in_float", False)), **kwargs)

@@ -123,8 +123,8 @@ def demo_predictor(trainer):
         trainer.classes = list(predictor.classes)
         logger.info(f"demo through the exported model {predictor.onnx_path} "
                     f"({', '.join(predictor.providers)})")
-        protocol = make_protocol(trainer, postprocess=predictor.post, predictor=predictor)
-        return protocol, lambda raw, name: protocol.from_deploy(predictor.predict(raw))
+        protocol = make_protocol(trainer, postprocess=predictor.post)
+        return protocol, lambda raw, name: predictor.predict(raw)
     if backend != "pytorch":
         raise DataError(f"demo.backend = {backend!r}: use \"pytorch\" or \"onnx\"")
     trainer.setup_device()

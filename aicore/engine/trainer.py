@@ -77,9 +77,9 @@ class BaseTrainer:
         from aicore.tasks.spec import find_task
         spec = find_task(self.cfg.get("task") or self.task)
         return not (spec is not None and spec.gradient_free)
-    #: True: 8-bit images are resized as float32 (no rounding to whole grey levels) in
-    #: preprocess() and, through the manifest's "resize_precision", in the deploy runtime; the
-    #: task's datasets must resize the same way
+    #: True: 8-bit images are resized as float32 (no rounding to whole grey levels) in the
+    #: protocol's preprocess() and, through the manifest's "resize_precision", in the deploy
+    #: runtime; the task's datasets must resize the same way
     resize_in_float: bool = False
 
     def __init__(self, cfg: DotMap) -> None:
@@ -160,51 +160,15 @@ class BaseTrainer:
     def loss_kwargs(self) -> dict[str, Any]:
         return {"num_classes": len(self.classes)}
 
-    # task: eval / demo / export reports; see the classification trainer for an example
+    # task: the eval report (demo and export belong to the task's TaskProtocol)
 
     def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
                           out: Path) -> None:
         """task: plots and per-sample files under work_dir/eval (metrics.json is written);
         `model` is the evaluated one, for reports that need another pass (t-SNE)."""
 
-    def predict_images(self, model: nn.Module, batch: torch.Tensor) -> list[dict[str, Any]]:
-        """task: a batch of preprocessed images -> one prediction dict per image (demo)."""
-        raise NotImplementedError
-
-    def draw(self, rgb: np.ndarray, pred: dict[str, Any]) -> np.ndarray:
-        """task: the prediction drawn on the original uint8 RGB image."""
-        raise NotImplementedError
-
-    def demo_row(self, pred: dict[str, Any]) -> dict[str, Any]:
-        """task: the prediction as CSV columns."""
-        raise NotImplementedError
-
-    def write_demo_report(self, results: list[dict[str, Any]], out: Path) -> None:
-        """task: extra demo files next to predictions.csv, for predictions a CSV row cannot
-        hold well (detection writes them as JSON). `results` has one {"source", "frame",
-        "prediction"} per image or video frame, `prediction` as predict_images returned it."""
-
-    def export_module(self, model: nn.Module) -> tuple[nn.Module, list[str]]:
-        """task: the module to export and its output names."""
-        return model, ["output"]
-
-    def prepare_export(self, model: nn.Module) -> nn.Module:
-        return model
-
-    def manifest_extra(self) -> dict[str, Any]:
-        return {}
-
     # ------------------------------------------------------------------------------------
-    # building blocks shared by training and the runners
-
-    def inference_pipeline(self):
-        """The val split's transforms (resize etc.) followed by normalisation."""
-        from aicore.data.transforms import Normalize, default_mean_std
-        if not hasattr(self, "_inference_pipeline"):
-            data = self.cfg.data
-            self._inference_pipeline = (self.transform("val", train=False), Normalize(
-                *default_mean_std(int(data.in_channels), data.mean or None, data.std or None)))
-        return self._inference_pipeline
+    # building blocks shared by training and eval
 
     def transform(self, split: str, train: bool):
         """The albumentations pipeline of a split."""
@@ -213,44 +177,12 @@ class BaseTrainer:
         return build_pipeline([n.toDict() if hasattr(n, "toDict") else n for n in nodes],
                               f"data.{split}.transforms")
 
-    def preprocess(self, img: np.ndarray) -> torch.Tensor:
-        """One image as read (HWC, in_channels) -> the model's input tensor (CHW)."""
-        from aicore.deploy.preprocess import resize_linear
-        transform, normalize = self.inference_pipeline()
-        img = transform(image=img)["image"]
-        h, w = (int(s) for s in self.cfg.data.input_size)
-        if img.shape[:2] != (h, w):
-            img = resize_linear(img, (h, w), self.resize_in_float)
-        return normalize(img)
-
-    def export_sample(self, dataset: Dataset, i: int) -> torch.Tensor:
-        return dataset[i][0]
-
-    def normalization(self) -> dict[str, Any]:
+    def input_normalization(self) -> dict[str, Any]:
+        """{"mean", "std"} of the model's input (data.mean/std, else the defaults)."""
         from aicore.data.transforms import default_mean_std
         data = self.cfg.data
         mean, std = default_mean_std(int(data.in_channels), data.mean or None, data.std or None)
-        return {"mean": mean, "std": std,
-                "preprocess": "x = (pixel / 255 - mean) / std for 8-bit images "
-                              "(pixel / 65535 for 16-bit), resized to the input shape"}
-
-    def deploy_preprocess(self) -> dict[str, Any]:
-        """How an image as read from disk becomes the exported model's input, as data the
-        deploy runtime (aicore.deploy) follows step by step: the same steps as preprocess()."""
-        data = self.cfg.data
-        mean, std = self.normalization()["mean"], self.normalization()["std"]
-        nodes = self.cfg.data.val.transforms or []
-        return {"channels": int(data.in_channels),
-                "color_order": "RGB" if int(data.in_channels) == 3 else "GRAY",
-                "from_bgr": "OpenCV BGR(A) is converted with cv2.cvtColor (BGR2RGB or BGR2GRAY); "
-                            "alpha is dropped; a 1-channel image is repeated to 3 channels",
-                "scale": {"uint8": 255.0, "uint16": 65535.0},
-                "uint16": "converted to float32 / 65535 before resizing",
-                "val_transforms": [n.toDict() if hasattr(n, "toDict") else n for n in nodes],
-                "resize": "stretch", "interpolation": "linear",
-                "size": [int(s) for s in data.input_size],
-                "mean": mean, "std": std,
-                **({"resize_precision": "float32"} if self.resize_in_float else {})}
+        return {"mean": mean, "std": std}
 
     def setup_device(self) -> None:
         self.device = dist.setup(str(self.cfg.train.device))
@@ -428,7 +360,7 @@ class BaseTrainer:
         self.init_report = None
         if cfg.model.get("init_from"):  # its report is logged once train.log is open
             self.init_report = ckpt_io.load_for_finetune(
-                self.model, str(cfg.model.init_from), self.normalization(), log=False)
+                self.model, str(cfg.model.init_from), self.input_normalization(), log=False)
         self.model.to(self.device)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)

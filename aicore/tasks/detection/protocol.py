@@ -100,8 +100,7 @@ class DetectionProtocol(TaskProtocol):
         manifest = manifest_sections(recipe, nms, self.score_thresh)
         if nms:
             return ExportSpec(ExportWithNMS(model, recipe), ["detections"], manifest,
-                              wrap=lambda m: ExportWithNMS(m, recipe),
-                              check=lambda wrapper, x: compare_with_model(model, wrapper, x))
+                              wrap=lambda m: ExportWithNMS(m, recipe), check=compare_with_model)
         return ExportSpec(ExportDense(model), ["boxes", "scores"], manifest, wrap=ExportDense)
 
     def normalization(self) -> dict[str, Any]:

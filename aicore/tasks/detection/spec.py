@@ -1,5 +1,6 @@
 """The detection task: its trainer and the config keys only it has."""
 from aicore.config_values import Rule
+from aicore.tasks.detection.protocol import DetectionProtocol
 from aicore.tasks.detection.trainer import DetectionTrainer
 from aicore.tasks.spec import TaskSpec, register_task
 
@@ -13,4 +14,5 @@ RULES = {
     "export.nms": Rule("bool"),
 }
 
-SPEC = register_task(TaskSpec("detection", DetectionTrainer, defaults=DEFAULTS, rules=RULES))
+SPEC = register_task(TaskSpec("detection", DetectionTrainer, protocol=DetectionProtocol,
+                             defaults=DEFAULTS, rules=RULES))
