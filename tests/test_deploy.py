@@ -52,25 +52,24 @@ def _read(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
-def compare(task: str, demo: dict, got, raw: np.ndarray, where: str) -> None:
-    """Assert that one deploy result equals demo's prediction within the issue's tolerances."""
+def compare(task: str, demo, got, raw: np.ndarray, where: str) -> None:
+    """Assert that one deploy result equals demo's prediction (the task protocol's result of
+    the same type) within the issue's tolerances."""
     h, w = raw.shape[:2]
+    assert type(got) is type(demo), where
     if task.startswith("classification"):
-        assert got.class_name == demo["label"], where
-        assert abs(got.probability - demo["probability"]) <= 1e-4, where
-        assert [n for n, _ in got.topk] == [n for n, _ in demo["topk"]], where
+        assert got.class_name == demo.class_name, where
+        assert abs(got.probability - demo.probability) <= 1e-4, where
+        assert [n for n, _ in got.topk] == [n for n, _ in demo.topk], where
     elif task.startswith("segmentation"):
-        mask = demo["mask"]
-        if mask.shape != (h, w):
-            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        assert got.mask.shape == (h, w), where
-        assert (got.mask == mask).mean() >= 0.999, where
-        assert abs(got.confidence - demo["confidence"]) <= 1e-4, where
-        np.testing.assert_allclose(got.fractions, demo["fractions"], atol=2e-3, err_msg=where)
+        assert got.mask.shape == demo.mask.shape == (h, w), where
+        assert (got.mask == demo.mask).mean() >= 0.999, where
+        assert abs(got.confidence - demo.confidence) <= 1e-4, where
+        np.testing.assert_allclose(got.fractions, demo.fractions, atol=2e-3, err_msg=where)
     elif task == "detection":
-        assert len(got.scores) == len(demo["scores"]), where
+        assert len(got.scores) == len(demo.scores), where
         used, relabelled = set(), 0
-        for box, score, label in zip(demo["boxes"], demo["scores"], demo["labels"]):
+        for box, score, label in zip(demo.boxes, demo.scores, demo.class_ids):
             cands = [j for j in range(len(got.scores)) if j not in used
                      and abs(got.scores[j] - score) <= 1e-3]
             best = max(cands, key=lambda j: (_iou(got.boxes[j], box) >= 0.99,
@@ -83,13 +82,11 @@ def compare(task: str, demo: dict, got, raw: np.ndarray, where: str) -> None:
         # of a candidate can tie within float noise and swap; nothing more than that
         assert relabelled <= max(1, 0.02 * len(used)), where
     else:
-        assert abs(got.score - demo["score"]) <= 1e-4 * max(1.0, abs(demo["score"])), where
-        assert got.is_defect == bool(demo["ng"]), where
-        amap = demo["map"]
-        if amap.shape != (h, w):
-            amap = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        assert got.anomaly_map.shape == (h, w), where
-        np.testing.assert_allclose(got.anomaly_map, amap, atol=1e-3, rtol=1e-4, err_msg=where)
+        assert abs(got.score - demo.score) <= 1e-4 * max(1.0, abs(demo.score)), where
+        assert got.is_defect == demo.is_defect, where
+        assert got.anomaly_map.shape == demo.anomaly_map.shape == (h, w), where
+        np.testing.assert_allclose(got.anomaly_map, demo.anomaly_map, atol=1e-3, rtol=1e-4,
+                                   err_msg=where)
 
 
 TASKS = ["classification", "classification_slim", "segmentation", "segmentation_sw",
@@ -100,7 +97,7 @@ TASKS = ["classification", "classification_slim", "segmentation", "segmentation_
 def test_runtime_equals_demo(task, models, images):
     from aicore.deploy import Predictor
     m = models[task]
-    _, demo = F.torch_demo(m["config"], m["overrides"])
+    _, (_, demo) = F.torch_demo(m["config"], m["overrides"])  # (trainer, (protocol, predict))
     predictor = Predictor(m["export"], intra_op_num_threads=1)
     n_found = 0
     for path in images[task]:
@@ -108,7 +105,7 @@ def test_runtime_equals_demo(task, models, images):
         ref = demo(raw, str(path))
         compare(task, ref, predictor.predict(path), raw, f"{task} {path.name}")
         compare(task, ref, predictor.predict(raw), raw, f"{task} {path.name} (array)")
-        n_found += len(ref.get("scores", [1]))
+        n_found += len(getattr(ref, "scores", [1]))
     assert n_found > 0  # detection: the comparison saw boxes
     # a batch gives the same results as one image at a time
     batch = predictor.predict([_read(p) for p in images[task]])
@@ -189,18 +186,6 @@ def test_runtime_runs_without_torch(models, images):
         assert got[task] == json.loads(json.dumps(want)), task
 
 
-def as_demo(task: str, r) -> dict:
-    """A deploy result in the shape of a demo prediction, so compare() can hold one backend's
-    results against another's."""
-    if task.startswith("classification"):
-        return {"label": r.class_name, "probability": r.probability, "topk": r.topk}
-    if task.startswith("segmentation"):
-        return {"mask": r.mask, "confidence": r.confidence, "fractions": r.fractions}
-    if task == "detection":
-        return {"boxes": r.boxes, "scores": r.scores, "labels": r.class_ids}
-    return {"score": r.score, "ng": r.is_defect, "map": r.anomaly_map}
-
-
 @pytest.mark.parametrize("task", TASKS)
 def test_openvino_equals_onnxruntime(task, models, images):
     """backend="openvino" (Intel line PCs) predicts what onnxruntime predicts, every task."""
@@ -212,11 +197,11 @@ def test_openvino_equals_onnxruntime(task, models, images):
     assert ov_p.providers == ["OpenVINO:CPU"]
     for path in images[task]:
         raw = _read(path)
-        compare(task, as_demo(task, ort_p.predict(raw)), ov_p.predict(raw), raw,
+        compare(task, ort_p.predict(raw), ov_p.predict(raw), raw,
                 f"openvino {task} {path.name}")
     batch = [_read(p) for p in images[task]]
     for raw, a, b in zip(batch, ort_p.predict(batch), ov_p.predict(batch)):
-        compare(task, as_demo(task, a), b, raw, f"openvino {task} batch")
+        compare(task, a, b, raw, f"openvino {task} batch")
 
 
 def test_nms_equals_torchvision():

@@ -14,7 +14,7 @@ import pytest
 
 from tests import deploy_fixtures as F
 from tests.conftest import ROOT, run_cli, write_config
-from tests.test_deploy import _read, as_demo, compare
+from tests.test_deploy import _read, compare
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_fcos_runtime_equals_demo(fcos, nms):
         raw = _read(path)
         ref = demo(raw, str(path))
         compare("detection", ref, predictor.predict(path), raw, f"nms={nms} {path.name}")
-        found += len(ref["scores"])
+        found += len(ref.scores)
     assert found > 0  # the comparison saw boxes
     # several images in one batch: each image's rows are its own
     for path, got in zip(fcos["images"], predictor.predict([_read(p) for p in fcos["images"]])):
@@ -79,4 +79,4 @@ def test_fcos_openvino_equals_onnxruntime(fcos, nms):
     batch = [_read(p) for p in fcos["images"]]
     for raw, a, b in zip(batch, ort_p.predict(batch), ov_p.predict(batch)):
         assert len(a.scores) > 0
-        compare("detection", as_demo("detection", a), b, raw, f"openvino nms={nms}")
+        compare("detection", a, b, raw, f"openvino nms={nms}")
