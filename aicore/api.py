@@ -153,7 +153,7 @@ def _run(config, overrides, mode, one):
     from aicore.engine import dist
     cfg, trainer_cls = _prepare(config, overrides, mode)
     try:
-        subs = trainer_cls.sub_runs(cfg)
+        subs = trainer_cls.sub_runs(cfg, cfg.mode)
         if not subs:
             return one(trainer_cls(cfg))
         raw = {}
@@ -162,7 +162,7 @@ def _run(config, overrides, mode, one):
             trainer = trainer_cls(sub)
             results[name] = one(trainer)
             raw[name] = trainer._api_raw
-        trainer_cls.summarize_runs(cfg, raw)
+        trainer_cls.summarize_runs(cfg, cfg.mode, raw)
         return results
     finally:
         dist.cleanup()
@@ -275,6 +275,6 @@ def load(run: str | os.PathLike, device: str = "auto", overrides: Overrides = No
     texts = [f"demo.checkpoint={json.dumps(str(ckpt))}", f"train.device={json.dumps(device)}",
              "train.resume=false"] + override_list(overrides)
     cfg, trainer_cls = _prepare(dict(config), texts, "demo")
-    if trainer_cls.sub_runs(cfg):
+    if trainer_cls.sub_runs(cfg, "demo"):
         raise DataError(f"{ckpt}: a multi-category config; load one category's run folder")
     return Model(trainer_cls(cfg), cfg, saved)

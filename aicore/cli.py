@@ -138,11 +138,11 @@ def run(config: str, overrides: list[str], check_only: bool = False):
     try:
         # One config may stand for several independent runs (anomaly: one model per product
         # category), each with its own work_dir; the trainer class then summarises them.
-        subs = trainer_cls.sub_runs(cfg)
+        subs = trainer_cls.sub_runs(cfg, cfg.mode)
         if not subs:
             return run_mode(trainer_cls(cfg))
         results = {name: run_mode(trainer_cls(sub)) for name, sub in subs}
-        trainer_cls.summarize_runs(cfg, results)
+        trainer_cls.summarize_runs(cfg, cfg.mode, results)
         return results
     finally:
         dist.cleanup()

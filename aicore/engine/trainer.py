@@ -106,14 +106,15 @@ class BaseTrainer:
     # task: building and running. Subclasses override these.
 
     @classmethod
-    def sub_runs(cls, cfg: DotMap) -> list[tuple[str, DotMap]]:
-        """task: the independent runs one config stands for, as (name, config) with their own
-        work_dir (anomaly: one model per product category); [] = the config is one run."""
+    def sub_runs(cls, cfg: DotMap, mode: str) -> list[tuple[str, DotMap]]:
+        """task: the independent runs one config stands for in `mode` (cfg.mode, passed by
+        the caller), as (name, config) with their own work_dir (anomaly: one model per product
+        category); [] = the config is one run."""
         return []
 
     @classmethod
-    def summarize_runs(cls, cfg: DotMap, results: dict[str, Any]) -> None:
-        """task: after all sub-runs of a mode, e.g. a table over them; `results` maps each
+    def summarize_runs(cls, cfg: DotMap, mode: str, results: dict[str, Any]) -> None:
+        """task: after all sub-runs of `mode`, e.g. a table over them; `results` maps each
         run's name to what its mode returned."""
 
     def build_dataset(self, split: str, train: bool, **overrides: Any) -> Dataset:

@@ -82,14 +82,15 @@ def _per_category(value: Any, category: str, key: str, several: bool) -> Any:
     return text
 
 
-def sub_runs(cfg: DotMap) -> list[tuple[str, DotMap]]:
-    """(category, config) per category, each with work_dir/<category>; [] for a single run.
+def sub_runs(cfg: DotMap, mode: str) -> list[tuple[str, DotMap]]:
+    """(category, config) per category for a run of `mode`, each with work_dir/<category>;
+    [] for a single run.
     Checks every category's layout up front, so a problem in the last category fails before
     the first one starts."""
     categories = selected_categories(cfg)
     if categories is None:
         return []
-    if cfg.mode == "demo" and "{category}" not in str(cfg.demo.source or "{category}"):
+    if mode == "demo" and "{category}" not in str(cfg.demo.source or "{category}"):
         raise ConfigError(f"demo.source = {cfg.demo.source!r} with {len(categories)} categories: "
                           f"put {{category}} in it (e.g. data/mvtec/{{category}}/test) or pick "
                           f"one category with -o data.dataset.category=NAME")
@@ -105,14 +106,14 @@ def sub_runs(cfg: DotMap) -> list[tuple[str, DotMap]]:
                                                   f"{section}.{key}", len(categories) > 1)
         sub["_origins"], sub["_file"] = cfg._origins, cfg._file
         runs.append((category, DotMap(sub, _dynamic=False)))
-    if cfg.mode != "trainval":
+    if mode != "trainval":
         from aicore.engine.runners import checkpoint_path
         for category, sub in runs:
-            path = checkpoint_path(sub, cfg.mode)
+            path = checkpoint_path(sub, mode)
             if not path.is_file():
                 raise CheckpointError(f"category {category}: no checkpoint at {path}; train it "
                                       f"first (mode trainval with this config) or set "
-                                      f"{cfg.mode}.checkpoint with {{category}} in the path")
+                                      f"{mode}.checkpoint with {{category}} in the path")
     else:
         root = Path(cfg.data.root)
         for category, sub in runs:
@@ -129,11 +130,11 @@ def sub_runs(cfg: DotMap) -> list[tuple[str, DotMap]]:
     return runs
 
 
-def write_summary(cfg: DotMap, results: dict[str, dict[str, Any]]) -> Path | None:
+def write_summary(cfg: DotMap, mode: str, results: dict[str, dict[str, Any]]) -> Path | None:
     """summary.csv and summary.md: one row of metrics per category and their mean."""
-    if cfg.mode not in ("trainval", "eval") or not dist.is_main():
+    if mode not in ("trainval", "eval") or not dist.is_main():
         return None
-    folder = Path(cfg.work_dir) if cfg.mode == "trainval" else \
+    folder = Path(cfg.work_dir) if mode == "trainval" else \
         Path(cfg.eval.out or Path(cfg.work_dir) / "eval")
     folder.mkdir(parents=True, exist_ok=True)
     names = [m for m in SUMMARY_METRICS if any(m in r for r in results.values())]

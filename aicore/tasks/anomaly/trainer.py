@@ -49,12 +49,12 @@ class AnomalyTrainer(BaseTrainer):
     # -- several categories per config --------------------------------------------------------
 
     @classmethod
-    def sub_runs(cls, cfg: DotMap) -> list[tuple[str, DotMap]]:
-        return categories.sub_runs(cfg)
+    def sub_runs(cls, cfg: DotMap, mode: str) -> list[tuple[str, DotMap]]:
+        return categories.sub_runs(cfg, mode)
 
     @classmethod
-    def summarize_runs(cls, cfg: DotMap, results: dict[str, Any]) -> None:
-        categories.write_summary(cfg, results)
+    def summarize_runs(cls, cfg: DotMap, mode: str, results: dict[str, Any]) -> None:
+        categories.write_summary(cfg, mode, results)
 
     # -- building ------------------------------------------------------------------------------
 
