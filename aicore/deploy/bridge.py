@@ -1,6 +1,6 @@
-"""Deploy results -> the prediction dicts of the training side's demo (trainer.draw,
-demo_row and write_demo_report take those), so `-o demo.backend=onnx` and
-`python -m aicore.deploy predict` write the same files as a PyTorch demo."""
+"""Deploy results -> the prediction dicts that aicore/deploy/report.py draws and writes for
+`python -m aicore.deploy predict` (torch-free copies of the task protocols' draw and csv_row),
+so it writes the same files as mode=demo."""
 from __future__ import annotations
 
 from typing import Any
