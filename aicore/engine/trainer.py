@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import random
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,23 +26,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from aicore import config as C
-from aicore.data.loaders import build_loader, set_epoch
+from aicore.data.loaders import set_epoch
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.logging import add_file_sink, remove_file_sink
 from aicore.engine.logging import start_buffer as start_log_buffer
 from aicore.engine.record import EpochRecord
-from aicore.errors import CheckpointError, ConfigError, TrainingDiverged
-from aicore.registry import DATASETS, EVALUATORS, HOOKS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+from aicore.engine.components import ComponentsMixin, seed_everything  # noqa: F401 (re-export)
+from aicore.engine.resume import CheckpointMixin
+from aicore.errors import ConfigError, TrainingDiverged
+from aicore.registry import DATASETS, OPTIMIZERS, SCHEDULERS
 
 
 def _all_finite(outputs: Any) -> bool:
@@ -61,7 +52,7 @@ def _all_finite(outputs: Any) -> bool:
     return True
 
 
-class BaseTrainer:
+class BaseTrainer(ComponentsMixin, CheckpointMixin):
     """Owns the components of one run and drives the lifecycle. Task subclasses fill in the
     methods marked "task" below."""
 
@@ -170,83 +161,6 @@ class BaseTrainer:
 
     # ------------------------------------------------------------------------------------
     # building blocks shared by training and eval
-
-    def transform(self, split: str, train: bool):
-        """The albumentations pipeline of a split."""
-        from aicore.data.transforms import build_pipeline
-        nodes = self.cfg.data[split].transforms or []
-        return build_pipeline([n.toDict() if hasattr(n, "toDict") else n for n in nodes],
-                              f"data.{split}.transforms")
-
-    def input_normalization(self) -> dict[str, Any]:
-        """{"mean", "std"} of the model's input (data.mean/std, else the defaults)."""
-        from aicore.data.transforms import default_mean_std
-        data = self.cfg.data
-        mean, std = default_mean_std(int(data.in_channels), data.mean or None, data.std or None)
-        return {"mean": mean, "std": std}
-
-    def setup_device(self) -> None:
-        self.device = dist.setup(str(self.cfg.train.device))
-        seed_everything(int(self.cfg.seed) + dist.rank(), bool(self.cfg.train.deterministic))
-        if self.cfg.train.amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError("train.amp = \"fp16\" needs a CUDA device (GradScaler); on CPU use "
-                              "\"bf16\" or null")
-
-    def data_cfg(self, split: str) -> dict:
-        data = self.cfg.data
-        return {**data.dataset.toDict(), **data[split].dataset.toDict()}
-
-    def build_loader(self, dataset: Dataset, train: bool, model: nn.Module | None = None
-                     ) -> DataLoader:
-        """A loader over `dataset`; its batch size from `resolve_batch_size` (-1 measured with
-        `model`, default self.model)."""
-        from aicore.engine.autobatch import resolve_batch_size
-        data = self.cfg.data
-        bs = resolve_batch_size(self, dataset, train, model)
-        return build_loader(dataset, bs, train, int(data.num_workers), int(self.cfg.seed),
-                            collate_fn=self.collate_fn(), sample_weights=(
-                                self.sample_weights(dataset) if train else None))
-
-    def sample_weights(self, dataset: Dataset) -> list[float] | None:
-        """Per-sample drawing weights for the training sampler (None = uniform shuffling)."""
-        return None
-
-    def build_model(self) -> nn.Module:
-        node = {k: v for k, v in self.cfg.model.toDict().items() if k != "init_from"}
-        model = C.build(node, MODELS, "model", self.cfg, **self.model_kwargs())
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"model.type {self.cfg.model.type!r} did not build an nn.Module")
-        return model
-
-    def build_evaluator(self):
-        node = self.cfg.evaluator.toDict() or {"type": self.default_evaluator}
-        return C.build(node, EVALUATORS, "evaluator", self.cfg, num_classes=len(self.classes),
-                       class_names=list(self.classes))
-
-    default_evaluator = ""
-
-    def autocast(self):
-        amp = self.cfg.train.amp
-        if not amp:
-            return nullcontext()
-        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def input_tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """A training batch on the device, in the model's memory format."""
-        images = images.to(self.device, non_blocking=True)
-        if self.cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
-
-    @property
-    def bare_model(self) -> nn.Module:
-        return self.model.module if isinstance(self.model, DDP) else self.model
-
-    def current_lr(self) -> float | None:
-        """The first parameter group's learning rate; None without an optimizer."""
-        optimizer = getattr(self, "optimizer", None)
-        return optimizer.param_groups[0]["lr"] if optimizer is not None else None
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, evaluator) -> dict[str, Any]:
@@ -440,47 +354,6 @@ class BaseTrainer:
         """task: training strategies built after the model and before anything is written
         (so their bad input, e.g. a missing teacher checkpoint, damages nothing)."""
 
-    def wrap_ddp(self) -> None:
-        """(Re-)wrap the model in DDP; called again when the set of trainable parameters
-        changes (DDP fixes its gradient buckets at construction)."""
-        if not dist.is_dist():
-            return
-        if not self.needs_optimizer:  # no gradients, no DDP: copy rank 0's weights as DDP would
-            for tensor in self.bare_model.state_dict().values():
-                torch.distributed.broadcast(tensor, src=0)
-            return
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = DDP(self.bare_model, device_ids=ids)
-
-    def build_loss(self) -> nn.Module:
-        counts = getattr(self.train_set, "class_counts", None)
-        kwargs = self.loss_kwargs()
-        if counts is not None:
-            kwargs["class_counts"] = list(counts)
-        return C.build(self.cfg.loss, LOSSES, "loss", self.cfg, **kwargs).to(self.device)
-
-    def build_ema(self) -> None:
-        ema_cfg = self.cfg.train.ema
-        if not ema_cfg:
-            return
-        from timm.utils import ModelEmaV3
-        opts = ema_cfg.toDict() if isinstance(ema_cfg, DotMap) else {}
-        unknown = set(opts) - {"decay", "warmup"}
-        if unknown:
-            raise ConfigError(f"train.ema: unknown key(s) {sorted(unknown)}; use "
-                              f"{{\"decay\": 0.9998, \"warmup\": true}}")
-        self.ema = ModelEmaV3(self.model, decay=float(opts.get("decay", 0.9998)),
-                              use_warmup=bool(opts.get("warmup", True)))
-
-    def build_hooks(self) -> list:
-        """The default hooks and train.hooks, by priority; a ConfigError when the priorities
-        break the after-epoch stage order (hooks.order_hooks)."""
-        from aicore.engine.hooks import default_hooks, order_hooks
-        hooks = [(h, "default") for h in default_hooks(self.cfg)]
-        for i, node in enumerate(self.cfg.train.hooks):
-            hooks.append((C.build(node, HOOKS, f"train.hooks.{i}", self.cfg), f"train.hooks.{i}"))
-        return order_hooks(hooks)
-
     def call_hooks(self, name: str) -> None:
         for hook in self.hooks:
             getattr(hook, name)(self)
@@ -573,142 +446,3 @@ class BaseTrainer:
         if self.best:
             logger.info(f"best {self.best['metric']} = {self.best['value']:.4f} at epoch "
                         f"{self.best['epoch']} ({self.best['weights']} weights)")
-
-    # ------------------------------------------------------------------------------------
-    # checkpoints
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.bare_model.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch + 1,
-            "iter": self.global_step,
-            "best": dict(self.best),
-            "rng": ckpt_io.rng_state(),
-            "config": C.to_dict(self.cfg),
-            "classes": list(self.classes),
-            "task": self.task,
-            "history": list(self.history),
-            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks if h.state_dict()},
-        }
-
-    def resume_path(self) -> Path | None:
-        resume = self.cfg.train.resume
-        if not resume:
-            return None
-        path = self.work_dir / "checkpoints" / "last.pth" if resume is True else Path(str(resume))
-        if not path.is_file():
-            raise CheckpointError(f"train.resume: no checkpoint at {path}; run without "
-                                  f"train.resume to start fresh")
-        return path
-
-    def load_resume(self, path: Path) -> None:
-        ckpt = ckpt_io.load(path)
-        if ckpt.get("classes") and list(ckpt["classes"]) != self.classes:
-            raise CheckpointError(f"{path} was trained on classes {ckpt['classes']}, but the "
-                                  f"dataset now has {self.classes}")
-        ckpt_io.load_weights_strict(self.model, ckpt["model"], str(path))
-        if self.ema is not None:
-            if ckpt.get("ema") is None:
-                raise CheckpointError(f"{path} has no EMA weights but train.ema is on; resume "
-                                      f"with the same train.ema setting it was trained with")
-            ckpt_io.load_weights_strict(self.ema.module, ckpt["ema"], str(path))
-        try:
-            if self.optimizer is not None:
-                self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None and ckpt.get("scheduler"):
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            if self.scaler is not None:
-                self.scaler.load_state_dict(ckpt["scaler"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: optimizer/scheduler state does not fit this config "
-                                  f"({e}); resume with the optimizer it was trained with") from None
-        self.start_epoch = int(ckpt["epoch"])
-        self.global_step = int(ckpt["iter"])
-        self.best = dict(ckpt.get("best") or {})
-        self.history = list(ckpt.get("history") or [])
-        hook_states = ckpt.get("hooks") or {}
-        for hook in self.hooks:
-            if type(hook).__name__ in hook_states:
-                hook.load_state_dict(hook_states[type(hook).__name__])
-        ckpt_io.set_rng_state(ckpt["rng"])
-        self.apply_resume_changes(ckpt.get("config") or {})
-        logger.info(f"resumed from {path} at epoch {self.start_epoch}, step {self.global_step}")
-
-    def apply_resume_changes(self, old_cfg: dict) -> None:
-        """Resuming with another train.epochs or optimizer.lr than the checkpoint's run.
-
-        train.epochs: the schedule is the one for the new epoch count (it was built from this
-        config), continued at the step reached; the lr moves to that schedule's value now.
-        optimizer.lr: the new base lr is applied (every group scaled by new / old). Each change
-        is logged in one line; see notes/engine.md, "Exact resume".
-        """
-        changes = []
-        old_epochs = (old_cfg.get("train") or {}).get("epochs")
-        if old_epochs is not None and int(old_epochs) != self.max_epoch:
-            changes.append(f"train.epochs {old_epochs} -> {self.max_epoch}: the schedule is "
-                           f"rebuilt for {self.max_epoch} epochs and continues at step "
-                           f"{self.global_step}")
-        old_lr = (old_cfg.get("optimizer") or {}).get("lr")
-        new_lr = self.cfg.optimizer.get("lr") if self.optimizer is not None else None
-        if old_lr and new_lr and float(old_lr) != float(new_lr):
-            ratio = float(new_lr) / float(old_lr)
-            for group in self.optimizer.param_groups:
-                group["lr"] *= ratio
-                if "initial_lr" in group:
-                    group["initial_lr"] *= ratio
-            if self.scheduler is not None:
-                self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
-            changes.append(f"optimizer.lr {old_lr} -> {new_lr}: the new lr is applied from here")
-        if not changes:
-            return
-        lambdas = getattr(self.scheduler, "lr_lambdas", None)
-        if lambdas is not None:  # LambdaLR: set the lr the (new) schedule gives at this step
-            step = self.scheduler.last_epoch
-            for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                       lambdas):
-                group["lr"] = base * fn(step)
-            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-        logger.info("resume with a changed config: " + "; ".join(changes)
-                    + (f" (lr now {self.current_lr():.3e})" if self.current_lr() else ""))
-
-    def trim_metrics_log(self, epochs_done: int) -> None:
-        """metrics.jsonl keeps only the epochs the checkpoint holds: a run killed between
-        evaluation and checkpoint wrote records that its resume will write again. A fresh
-        (overwrite) run starts an empty log."""
-        path = self.work_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        if epochs_done > 0:
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if int(json.loads(line).get("epoch", 0)) <= epochs_done:
-                        kept.append(line)
-                except (ValueError, AttributeError):
-                    continue
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, path)
-
-    def check_work_dir(self, resume: bool) -> None:
-        last = self.work_dir / "checkpoints" / "last.pth"
-        if last.exists() and not resume and not self.cfg.train.overwrite:
-            raise ConfigError(
-                f"{self.work_dir} already holds a training run ({last}). To continue it set "
-                f"-o train.resume=true; to keep it, choose another folder with -o work_dir=...; "
-                f"to replace it, -o train.overwrite=true")
-
-    def save_checkpoint(self, name: str, state: dict | None = None) -> Path:
-        return self.save_checkpoints([name], state)[0]
-
-    def save_checkpoints(self, names: list[str], state: dict | None = None) -> list[Path]:
-        """Write the same state under several names, all or none (see save_all_atomic)."""
-        paths = [self.work_dir / "checkpoints" / name for name in names]
-        if dist.is_main():
-            state = state if state is not None else self.state_dict()
-            ckpt_io.save_all_atomic([(state, p) for p in paths])
-        return paths
