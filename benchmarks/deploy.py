@@ -45,7 +45,8 @@ def timed(fn, iters: int, warmup: int = 3) -> np.ndarray:
 def train_and_export(task: str, work: Path, data: Path) -> tuple[Path, Path]:
     from tests.conftest import run_cli
     over = ["-o", f"work_dir={work / task}", "-o", "train.epochs=1", "-o", "train.progress=false",
-            "-o", f"data.root={data / task}", "-o", 'export.formats=["onnx"]']
+            "-o", f"data.root={data / task}", "-o", 'export.formats=["onnx"]',
+            "-o", "train.overwrite=true"]  # a rerun with the same --work retrains
     if task == "anomaly":
         over += ["-o", "data.dataset.category=" + sorted(p.name for p in (data / task).iterdir()
                                                           if p.is_dir())[0]]
