@@ -467,10 +467,17 @@ def _check_run(cfg: Path, run: Path, root: Path, nms_export: bool) -> None:
         assert rows.ndim == 2 and rows.shape[1] == 7 and set(rows[:, 0]) <= {0, 1, 2}
 
 
+def _val_losses(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["val_loss"] for r in records]
+
+
 def test_yolox_train_eval_demo_export(det_root, tmp_path):
     run = tmp_path / "run"
     cfg = write_config(tmp_path / "yolox.json", det_config(det_root, run))
     assert run_cli("-c", str(cfg)) == 0
+    losses = _val_losses(run)  # detectors' loss needs training mode: computed on a second pass
+    assert losses and all(np.isfinite(v) and v > 0 for v in losses)
     log = (run / "train.log").read_text()
     assert "mosaic/mixup off for the last 1 epochs" in log and "CloseMosaicHook(5)" in log
     _check_run(cfg, run, det_root, nms_export=True)
@@ -483,6 +490,7 @@ def test_ssdlite_on_coco_layout(det_root, tmp_path):
         model={"type": "SSDlite"}, train__epochs=1, train__ema=None, train__hooks=[],
         optimizer={"type": "AdamW", "lr": 0.001}))
     assert run_cli("-c", str(cfg)) == 0
+    assert all(np.isfinite(v) and v > 0 for v in _val_losses(run))
     _check_run(cfg, run, det_root, nms_export=False)
 
 

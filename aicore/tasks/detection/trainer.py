@@ -110,6 +110,31 @@ class DetectionTrainer(BaseTrainer):
                             "size": meta["orig_size"]})
         return outputs, targets
 
+    @torch.no_grad()
+    def predict_and_loss(self, model: nn.Module, batch: Any):
+        """The validation loss: detectors compute their loss only in training mode, so a second
+        pass runs in training mode with every normalisation and dropout layer kept in eval
+        mode (BatchNorm statistics untouched) and the random state forked (torchvision's
+        proposal sampling draws numbers; exact resume must not see them). It costs one more
+        forward pass per validation batch."""
+        outputs, targets = self.predict_batch(model, batch)
+        images, boxes, _ = batch
+        net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        images = images.to(self.device, non_blocking=True)
+        boxes = [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
+                 for t in boxes]
+        net.train()
+        for m in net.modules():
+            if isinstance(m, (nn.modules.batchnorm._NormBase, nn.Dropout)):
+                m.eval()
+        try:
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                losses = self.loss_fn(net(images, boxes))
+        finally:
+            net.eval()
+        return outputs, targets, losses
+
     # -- eval report ---------------------------------------------------------------------------
 
     def write_eval_report(self, model: nn.Module, evaluator, dataset, metrics: dict,
