@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["PaDiM"])
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sides", nargs="+", default=["aicore", "anomalib"],
+                    help="run only these sides (anomalib's PatchCore needs ~17-20 GB here)")
     ap.add_argument("--out", type=Path, default=HERE / "anomaly_results.json")
     args = ap.parse_args()
     if not args.root.exists():
@@ -104,7 +106,8 @@ def main() -> None:
                 order = ["aicore", "anomalib"] if k % 2 == 0 else ["anomalib", "aicore"]
                 k += 1
                 for side in order:
-                    if (side, model, cat, seed, args.image_size) in done:
+                    if (side, model, cat, seed, args.image_size) in done or \
+                            side not in args.sides:
                         continue
                     npz = work / f"{side}_{model}_{cat}_{seed}_{args.image_size}.npz"
                     py, script = sides[side]
