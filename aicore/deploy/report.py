@@ -74,19 +74,9 @@ def write_extra(task: str, classes: list[str], post: dict[str, Any],
         visualize_module("detection").write_detections_json(
             results, post.get("demo_score_thresh"), out)
     elif task == "segmentation":
-        from PIL import Image
-        flat = visualize_module("segmentation").palette(256).reshape(-1).tolist()
-        for r in results:
-            if r["frame"] is not None:
-                continue
-            name = Path(r["source"])
-            rel = name.relative_to(source) if source.is_dir() else Path(name.name)
-            target = out / "pred_masks" / rel.with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            im = Image.fromarray(r["prediction"]["mask"].astype(np.uint8))
-            im.putpalette(flat)
-            im.save(target)
-
+        visualize_module("segmentation").write_pred_masks(
+            [(r["source"], r["prediction"]["mask"]) for r in results if r["frame"] is None],
+            out, source)
 
 def save_drawn(out: Path, name: str, source: Path, drawn: np.ndarray) -> None:
     rel = Path(name).relative_to(source) if source.is_dir() else Path(Path(name).name)

@@ -72,21 +72,9 @@ class SegmentationProtocol(TaskProtocol):
         size, as a palette PNG (the pixel values are class indices; viewers show the colours),
         for downstream tools that need the mask rather than the overlay. Video frames are
         only drawn, not saved as masks."""
-        from PIL import Image
-
-        from aicore.tasks.segmentation.visualize import palette
-        source = Path(str(self.cfg.demo.source))
-        flat = palette(256).reshape(-1).tolist()
-        for r in results:
-            if r["frame"] is not None:
-                continue
-            name = Path(r["source"])
-            rel = name.relative_to(source) if source.is_dir() else Path(name.name)
-            target = out / "pred_masks" / rel.with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            im = Image.fromarray(r["prediction"].mask.astype(np.uint8))
-            im.putpalette(flat)  # an 8-bit grey image with a palette becomes mode 'P'
-            im.save(target)
+        from aicore.tasks.segmentation.visualize import write_pred_masks
+        write_pred_masks([(r["source"], r["prediction"].mask) for r in results
+                          if r["frame"] is None], out, Path(str(self.cfg.demo.source)))
 
     # -- export --------------------------------------------------------------------------------
 

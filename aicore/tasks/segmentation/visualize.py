@@ -93,3 +93,19 @@ def plot_per_class(per_class: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def write_pred_masks(masks: Sequence[tuple[str, np.ndarray]], out: Path, source: Path) -> None:
+    """demo/pred_masks/<name>.png for each (source file, class-index mask): a palette PNG whose
+    pixel values are the class indices (viewers show the colours). Written the same way by
+    mode=demo and `aicore.deploy predict`."""
+    from PIL import Image
+    flat = palette(256).reshape(-1).tolist()
+    for name, mask in masks:
+        name = Path(name)
+        rel = name.relative_to(source) if source.is_dir() else Path(name.name)
+        target = out / "pred_masks" / rel.with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(mask.astype(np.uint8))
+        im.putpalette(flat)  # an 8-bit grey image with a palette becomes mode 'P'
+        im.save(target)
