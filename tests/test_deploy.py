@@ -185,17 +185,19 @@ def test_nms_equals_torchvision():
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "segmentation", "detection", "anomaly"])
 def test_predict_command_writes_what_demo_writes(task, models, images, tmp_path):
-    """`python -m aicore.deploy predict` (a real subprocess) writes the same annotated images,
-    predictions.csv and task files as mode=demo through the same export."""
+    """`python -m aicore.deploy predict` (a real subprocess, in which importing torch, timm or
+    albumentations fails) writes the same annotated images, predictions.csv and task files as
+    mode=demo through the same export."""
     m = models[task]
     src = images[task][0].parent
     demo_out, cli_out = tmp_path / "demo", tmp_path / "cli"
     assert run_cli("-c", str(m["config"]), "-o", "mode=demo", "-o", f"demo.source={src}",
                    "-o", f"demo.out={demo_out}", "-o", "demo.backend=onnx") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "aicore.deploy", "predict", str(m["export"]),
-                          str(src), "--out", str(cli_out)], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=300)
+    argv = ["aicore.deploy", "predict", str(m["export"]), str(src), "--out", str(cli_out)]
+    res = subprocess.run([sys.executable, "-c", _BLOCK + f"sys.argv = {argv!r}\n"
+                          "import runpy; runpy.run_module('aicore.deploy', run_name='__main__')"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     files = sorted(str(p.relative_to(demo_out)) for p in demo_out.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(cli_out)) for p in cli_out.rglob("*")

@@ -1,18 +1,20 @@
 """Walk a demo/predict source: one image, a folder of images (recursively, sorted; with a
-limit, a spread over its sub-folders) or a video.
+limit, a spread over its sub-folders) or a video; and write what a prediction pass over it
+produces (annotated images or video, predictions.csv).
 
 Torch-free, so both `mode=demo` (aicore/engine/runners.py) and the deploy runtime's `predict`
-command (aicore/deploy/cli.py) read their inputs through this one function.
+command (aicore/deploy/cli.py) read their inputs and write their outputs through this code.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 
-from aicore.data.io import IMAGE_EXTENSIONS, is_image
+from aicore.data.io import IMAGE_EXTENSIONS, imwrite, is_image, to_channels
 from aicore.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -102,3 +104,55 @@ def iter_sources(source: str, max_images: int | None = None, key: str = ""
     else:
         raise DataError(f"{where}: not an image ({'/'.join(IMAGE_EXTENSIONS)}), a video "
                         f"({'/'.join(VIDEO_EXTENSIONS)}) or a folder")
+
+
+def display_image(raw: np.ndarray, name: str) -> np.ndarray:
+    """An image as read from disk as the 8-bit RGB picture predictions are drawn on."""
+    display = to_channels(raw, 3, name)
+    if display.dtype != np.uint8:
+        display = (display * 255).clip(0, 255).astype(np.uint8)
+    return display
+
+
+def write_predictions(source: str, out: Path, predict: Callable[[np.ndarray, str], Any],
+                      draw: Callable[[np.ndarray, Any], np.ndarray],
+                      csv_row: Callable[[Any], dict[str, Any]], max_images: int | None = None,
+                      key: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Predict every image or video frame of `source` (see iter_sources) and write into `out`
+    the annotated images (a folder's sub-folders mirrored, so equal file names never collide),
+    a video's frames as <stem>_pred.mp4 at the source's frame rate, and predictions.csv.
+
+    predict(image as read, name) -> prediction; draw(8-bit RGB, prediction) -> annotated
+    RGB; csv_row(prediction) -> the task's CSV columns. Returns the CSV rows and, for task
+    reports beyond the CSV, one {"source", "frame", "prediction"} per image or frame."""
+    rows: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    root = Path(source)
+    writer = None
+    try:
+        for name, raw, frame in iter_sources(source, max_images, key=key):
+            pred = predict(raw, name)
+            drawn = draw(display_image(raw, name), pred)
+            if frame is None:
+                rel = Path(name).relative_to(root) if root.is_dir() else Path(Path(name).name)
+                imwrite(out / rel.with_suffix(".png"), drawn)
+            else:
+                if writer is None:
+                    h, w = drawn.shape[:2]
+                    writer = cv2.VideoWriter(str(out / (Path(name).stem + "_pred.mp4")),
+                                             cv2.VideoWriter_fourcc(*"mp4v"), video_fps(name),
+                                             (w, h))
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            rows.append({"source": name, "frame": "" if frame is None else frame,
+                         **csv_row(pred)})
+            results.append({"source": name, "frame": frame, "prediction": pred})
+    finally:
+        if writer is not None:
+            writer.release()
+    # file names that are not valid UTF-8 are written with backslash escapes
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8",
+              errors="backslashreplace") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows, results

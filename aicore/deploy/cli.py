@@ -7,14 +7,11 @@ inconsistent export folder, unreadable source), as the training CLI does.
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 from pathlib import Path
 
-import cv2
-
-from aicore.data.sources import iter_sources, video_fps
+from aicore.data.sources import write_predictions
 from aicore.errors import AICoreError
 
 def predict(args: argparse.Namespace) -> int:
@@ -29,28 +26,11 @@ def predict(args: argparse.Namespace) -> int:
     if staged.exists():
         shutil.rmtree(staged)
     staged.mkdir(parents=True)
-    rows, results, writer = [], [], None
     try:
-        for name, raw, frame in iter_sources(args.source):
-            pred = demo_prediction(predictor, predictor.predict(raw))
-            drawn = report.draw(task, classes, report.display_image(raw, name), pred)
-            if frame is None:
-                report.save_drawn(staged, name, source, drawn)
-            else:
-                if writer is None:
-                    writer = report.video_writer(staged / (Path(name).stem + "_pred.mp4"), drawn,
-                                                 video_fps(name))
-                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            rows.append({"source": name, "frame": "" if frame is None else frame,
-                         **report.demo_row(task, classes, pred)})
-            results.append({"source": name, "frame": frame, "prediction": pred})
-        if writer is not None:
-            writer.release()
-        with open(staged / "predictions.csv", "w", newline="", encoding="utf-8",
-                  errors="backslashreplace") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        rows, results = write_predictions(
+            args.source, staged, lambda raw, _: demo_prediction(predictor, predictor.predict(raw)),
+            lambda rgb, pred: report.draw(task, classes, rgb, pred),
+            lambda pred: report.demo_row(task, classes, pred))
         report.write_extra(task, classes, predictor.post, results, staged, source)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)

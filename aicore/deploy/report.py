@@ -1,7 +1,9 @@
-"""The files `python -m aicore.deploy predict` writes, in mode=demo's formats: annotated
-images, predictions.csv (the same columns as each task's demo_row), detections.json and
-segmentation's pred_masks/. Drawing reuses the tasks' own visualize modules, loaded from
-their files so that the task packages (which import torch) are not imported."""
+"""The task-specific part of what `python -m aicore.deploy predict` writes, in mode=demo's
+formats: the drawing, predictions.csv's columns (the same as each task's demo_row),
+detections.json and segmentation's pred_masks/. The walk over the source and the writing of
+annotated images, videos and predictions.csv is aicore.data.sources.write_predictions, the
+one mode=demo uses. Drawing reuses the tasks' own visualize modules, loaded from their files
+so that the task packages (which import torch) are not imported."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,10 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-
-from aicore.data.io import imwrite, to_channels
 
 _TASK_DIR = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -60,13 +59,6 @@ def demo_row(task: str, classes: list[str], pred: dict[str, Any]) -> dict[str, A
             "defect_area": f"{pred['defect_area']:.6f}"}
 
 
-def display_image(raw: np.ndarray, name: str) -> np.ndarray:
-    display = to_channels(raw, 3, name)
-    if display.dtype != np.uint8:
-        display = (display * 255).clip(0, 255).astype(np.uint8)
-    return display
-
-
 def write_extra(task: str, classes: list[str], post: dict[str, Any],
                 results: list[dict[str, Any]], out: Path, source: Path) -> None:
     """detections.json (detection) or pred_masks/ (segmentation), as mode=demo writes them."""
@@ -77,13 +69,3 @@ def write_extra(task: str, classes: list[str], post: dict[str, Any],
         visualize_module("segmentation").write_pred_masks(
             [(r["source"], r["prediction"]["mask"]) for r in results if r["frame"] is None],
             out, source)
-
-def save_drawn(out: Path, name: str, source: Path, drawn: np.ndarray) -> None:
-    rel = Path(name).relative_to(source) if source.is_dir() else Path(Path(name).name)
-    imwrite(out / rel.with_suffix(".png"), drawn)
-
-
-def video_writer(path: Path, drawn: np.ndarray, fps: float = 25.0):
-    """An mp4 writer for frames like `drawn`, at the source video's `fps`."""
-    h, w = drawn.shape[:2]
-    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

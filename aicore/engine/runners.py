@@ -6,20 +6,17 @@ typed predictions, drawing, CSV rows and reports. Nothing here knows about a par
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from loguru import logger
 from torch import nn
 
-from aicore.data.io import imwrite, to_channels
-from aicore.data.sources import iter_sources, video_fps
+from aicore.data.sources import write_predictions
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.engine.protocol import make_protocol
@@ -173,37 +170,8 @@ def _swap_in(staged: Path, final: Path) -> None:
 
 
 def _demo_into(protocol, predict, cfg, out: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []  # full predictions, for task reports beyond the CSV
-    writer = None
-    source = Path(cfg.demo.source)
-    for name, raw, frame in iter_sources(cfg.demo.source, cfg.demo.max_images, key="demo.source"):
-        pred = predict(raw, name)
-        display = to_channels(raw, 3, name)
-        if display.dtype != np.uint8:
-            display = (display * 255).clip(0, 255).astype(np.uint8)
-        drawn = protocol.draw(display, pred)
-        if frame is None:  # mirror a folder's sub-folders so equal file names never collide
-            rel = Path(name).relative_to(source) if source.is_dir() else Path(Path(name).name)
-            imwrite(out / rel.with_suffix(".png"), drawn)
-        else:
-            if writer is None:
-                target = out / (Path(name).stem + "_pred.mp4")
-                h, w = drawn.shape[:2]
-                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"),
-                                         video_fps(name), (w, h))
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-        rows.append({"source": name, "frame": "" if frame is None else frame,
-                     **protocol.csv_row(pred)})
-        results.append({"source": name, "frame": frame, "prediction": pred})
-    if writer is not None:
-        writer.release()
-    # file names that are not valid UTF-8 are written with backslash escapes
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8",
-              errors="backslashreplace") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows, results = write_predictions(cfg.demo.source, out, predict, protocol.draw,
+                                      protocol.csv_row, cfg.demo.max_images, key="demo.source")
     protocol.write_report(results, out)
     return rows
 
