@@ -32,14 +32,9 @@ CONFIGS = {t: ROOT / "configs" / t / "quickstart.json"
 
 
 def timed(fn, iters: int, warmup: int = 3) -> np.ndarray:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return np.asarray(out)
+    """Seconds per call, by export.benchmark's timing loop."""
+    from aicore.engine.benchmark import time_calls
+    return np.asarray(time_calls(fn, iters, warmup))
 
 
 def train_and_export(task: str, work: Path, data: Path) -> tuple[Path, Path]:

@@ -11,7 +11,9 @@ import torch
 from loguru import logger
 
 
-def _time(fn: Callable[[], Any], iters: int, warmup: int = 3) -> list[float]:
+def time_calls(fn: Callable[[], Any], iters: int, warmup: int = 3) -> list[float]:
+    """Seconds of each of `iters` calls of `fn`, after `warmup` untimed calls. The one timing
+    loop of export.benchmark and benchmarks/deploy.py."""
     for _ in range(warmup):
         fn()
     times = []
@@ -47,7 +49,7 @@ def benchmark_formats(model: torch.nn.Module, images: torch.Tensor, onnx_path: P
         for name, run in runners.items():
             results[name] = []
             for x in ([images[:1], images] if images.shape[0] > 1 else [images]):
-                results[name].append(_summary(_time(lambda: run(x), iters), x.shape[0]))
+                results[name].append(_summary(time_calls(lambda: run(x), iters), x.shape[0]))
     for name, rows in results.items():
         logger.info(f"benchmark {name:12s} " + "  ".join(
             f"batch {r['batch']}: {r['latency_ms_p50']:.2f} ms ({r['images_per_s']:.0f} img/s)"
