@@ -116,6 +116,20 @@ def test_runs_run_report_compare(page, server, shots):
     snap(page, shots, "compare")
 
 
+def slide_threshold(page, t: float, good: list[float], defect: list[float]) -> tuple[int, int]:
+    """Move the threshold slider to `t` as a user would; the page must count the escapes
+    (defect scores below the threshold it settled on) and overkills (good scores at or above
+    it) that the eval scores give. Returns (escapes, overkills)."""
+    page.eval_on_selector("#thr-slider", "(s, t) => { s.value = t; s.dispatchEvent("
+                          "new Event('input')); }", t)
+    t_used = float(page.input_value("#thr-value"))
+    esc = sum(v < t_used for v in defect)
+    over = sum(v >= t_used for v in good)
+    assert page.locator("#escape").get_attribute("data-count") == str(esc)
+    assert page.locator("#overkill").get_attribute("data-count") == str(over)
+    return esc, over
+
+
 def test_threshold_slider_matches_predictions_csv(page, server, world, shots):
     with open(world.runs / "anomaly" / "eval" / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -124,13 +138,7 @@ def test_threshold_slider_matches_predictions_csv(page, server, world, shots):
     page.goto(server + "/run/anomaly/threshold")
     page.wait_for_selector("#hist svg")
     for t in sorted(good + defect)[::3]:
-        page.eval_on_selector("#thr-slider", "(s, t) => { s.value = t; s.dispatchEvent("
-                              "new Event('input')); }", t)
-        t_used = float(page.input_value("#thr-value"))
-        esc = sum(s < t_used for s in defect)
-        over = sum(s >= t_used for s in good)
-        assert page.locator("#escape").get_attribute("data-count") == str(esc)
-        assert page.locator("#overkill").get_attribute("data-count") == str(over)
+        esc, over = slide_threshold(page, t, good, defect)
         assert f"({esc} of {len(defect)})" in page.inner_text("#escape")
         assert f"{100 * over / len(good):.2f} %" in page.inner_text("#overkill")
     snap(page, shots, "threshold")
@@ -208,13 +216,7 @@ def test_binary_threshold_slider_matches_predictions_csv(page, server, world, sh
     assert page.inner_text("#score-name") == "P(defect)"
     assert page.input_value("#ng-class") == "defect"
     for t in (0.0, 0.3, 0.45, 0.5, 0.55, 0.9):
-        page.eval_on_selector("#thr-slider", "(s, t) => { s.value = t; s.dispatchEvent("
-                              "new Event('input')); }", t)
-        t_used = float(page.input_value("#thr-value"))
-        esc = sum(v < t_used for v in defect)
-        over = sum(v >= t_used for v in good)
-        assert page.locator("#escape").get_attribute("data-count") == str(esc)
-        assert page.locator("#overkill").get_attribute("data-count") == str(over)
+        _, over = slide_threshold(page, t, good, defect)
         assert f"({over} of {len(good)})" in page.inner_text("#overkill")
     page.fill("#target", "0")
     page.click("#apply-target")
@@ -246,6 +248,13 @@ def test_data_grid_shows_masks_and_boxes(page, server, shots):
     snap(page, shots, "data_segmentation", at="#drawn")
 
 
+def wait_for_job(page, name: str, state: str, timeout: float | None = None) -> None:
+    """Wait until a row of the jobs table names the job `name` and shows `state`."""
+    page.wait_for_function("([n, s]) => [...document.querySelectorAll('#jobs tr')].some(r => "
+                           "r.textContent.includes(n) && r.textContent.includes(s))",
+                           arg=[name, state], timeout=timeout)
+
+
 def test_queue_and_cancel_from_the_launch_page(page, server, world, shots):
     cfg = str(world.runs / "cls_b" / "config.json")
     page.goto(server + "/launch")
@@ -261,18 +270,12 @@ def test_queue_and_cancel_from_the_launch_page(page, server, world, shots):
     row.locator(".job-state").wait_for()
     assert row.locator(".job-state").inner_text() == "queued"  # one job at a time
     first = page.locator("#jobs tbody tr", has_text="queue_a")
-    page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
-                           "r.textContent.includes('queue_a') && r.textContent.includes("
-                           "'running'))", timeout=120_000)
+    wait_for_job(page, "queue_a", "running", timeout=120_000)
     snap(page, shots, "launch_queue", at="#jobs")
     row.locator("button[data-cancel]").click()
-    page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
-                           "r.textContent.includes('queue_b') && r.textContent.includes("
-                           "'cancelled'))")
+    wait_for_job(page, "queue_b", "cancelled")
     first.locator("button[data-cancel]").click()
-    page.wait_for_function("() => [...document.querySelectorAll('#jobs tr')].some(r => "
-                           "r.textContent.includes('queue_a') && r.textContent.includes("
-                           "'cancelled'))", timeout=60_000)
+    wait_for_job(page, "queue_a", "cancelled", timeout=60_000)
     assert not (world.runs / "queue_b").exists()
     page.goto(server + "/")
     page.wait_for_selector("#runs tbody tr[data-id='queue_a']")
