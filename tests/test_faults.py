@@ -224,6 +224,24 @@ def test_kill_between_eval_and_checkpoint_leaves_no_duplicate_metrics(tmp_path, 
     assert records == [(e, w) for e in (1, 2, 3) for w in ("model", "ema")]
 
 
+def test_text_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """write_text_atomic (the metrics.jsonl trim above, the app's eval/threshold.json): the new
+    text replaces the file in one step with a new file's permissions; a write that fails (here
+    text UTF-8 cannot encode) leaves the old file as it was and no temp file beside it."""
+    from aicore.data.io import write_text_atomic
+    path = tmp_path / "threshold.json"
+    write_text_atomic(path, "first")
+    write_text_atomic(path, '{"ng_threshold": 0.5, "ng_class": "défaut"}')
+    assert path.read_text(encoding="utf-8") == '{"ng_threshold": 0.5, "ng_class": "défaut"}'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "x" * 100_000 + "\ud800")
+    assert path.read_text(encoding="utf-8") == '{"ng_threshold": 0.5, "ng_class": "défaut"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["threshold.json"]
+
+
 def test_resume_of_a_finished_run_changes_nothing(capsys, tmp_path, trained_run):
     cfg, work = _copy_run(trained_run, tmp_path)
     before = snapshot(work)

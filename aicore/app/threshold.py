@@ -13,10 +13,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from aicore.data.io import write_text_atomic
 
 
 class ThresholdError(ValueError):
@@ -155,9 +156,7 @@ def save(run: Path, threshold: float, ng_class: str | None = None) -> dict[str, 
             n += 1
         backup.write_bytes(path.read_bytes())
     new["previous"] = backup.name if backup else None
-    tmp = path.with_name(f".threshold.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(new, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(new, indent=2))
     return {"saved": str(path), "previous": new["previous"], "image_threshold": float(threshold),
             "task": data["task"], "ng_class": data.get("ng_class")}
 

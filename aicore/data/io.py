@@ -1,7 +1,9 @@
-"""Image reading for every task: 8- and 16-bit files, grayscale or colour, unicode paths."""
+"""Image reading for every task: 8- and 16-bit files, grayscale or colour, unicode paths;
+label and list files; whole-file text writes."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -59,6 +61,23 @@ def imwrite(path: str | os.PathLike, rgb: np.ndarray) -> None:
     if not ok:
         raise DataError(f"cannot encode image for {path}")
     buf.tofile(str(path))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) all at once: written in full to a hidden temp file in
+    the same folder, then renamed over it, so a reader or a crash never sees half a file. The
+    file gets the permissions any new file of the user gets (0666 minus the umask)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_lines(path: Path) -> list[tuple[int, str]]:

@@ -7,13 +7,13 @@ what a resume restores.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from aicore import config as C
+from aicore.data.io import write_text_atomic
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist
 from aicore.errors import CheckpointError, ConfigError
@@ -136,9 +136,7 @@ class CheckpointMixin:
                         kept.append(line)
                 except (ValueError, AttributeError):
                     continue
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(k + "\n" for k in kept))
 
     def check_work_dir(self, resume: bool) -> None:
         last = self.work_dir / "checkpoints" / "last.pth"
