@@ -71,3 +71,16 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every file under folder, to prove nothing was touched."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """PyTorch at one intra-op thread for a module's tests, restored after: the models in the
+    tests are tiny, and on a shared, busy CPU OpenMP threads that wait for each other made such
+    files many times slower (6 min instead of 45 s at load average 10). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,14 +34,7 @@ def _import_example() -> None:
 _import_example()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a shared 2-core machine two intra-op threads per process oversubscribe the cores and
-    make these tiny CPU models ~8x slower (measured); one thread is fast and deterministic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NODES = {
     "RandAugment": {"type": "RandAugment", "num_ops": 2, "magnitude": 9, "p": 1.0},

@@ -30,15 +30,7 @@ from aicore.tasks.detection.yolox import YOLOX, simota_assign  # noqa: E402
 SIZE = [64, 64]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny (64 px images, a few convolutions per layer): a second intra-op
-    thread gains little, and on a shared, busy CPU OpenMP threads that wait for each other made
-    this file 8x slower (6 min instead of 45 s at load average 10). One thread, restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")

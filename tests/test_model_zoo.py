@@ -46,14 +46,7 @@ NOTES = ROOT / "notes" / "classification_models.md"
 SIZE = 32  # the smallest input every tested variant accepts (stems downsample up to 32x)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a shared 2-core machine two intra-op threads oversubscribe the cores and make these
-    small passes many times slower (measured up to 20x); one thread is fast and repeatable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
