@@ -131,26 +131,57 @@ def test_unwritable_output_folders(capsys, tmp_path, trained_run, cls_root, sect
 
 
 def test_full_disk_keeps_last_and_best_in_agreement(capsys, tmp_path, trained_run, monkeypatch):
+    from aicore.engine import checkpoint as ckpt_io
     cfg, work = _copy_run(trained_run, tmp_path)
     before = snapshot(work / "checkpoints")
     real_save, calls = torch.save, []
 
-    def save(obj, f, *a, **k):  # last.pth's temp file is written, best.pth's hits a full disk
+    def save(obj, f, *a, **k):
         calls.append(f)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **k)
 
+    def no_link(src, dst):  # a file system without hard links (FAT, some network shares)
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    def full(src, dst, *a, **k):  # last.pth's temp file is written, best.pth's copy hits a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(ckpt_io.os, "link", no_link)
+    monkeypatch.setattr(ckpt_io.shutil, "copyfile", full)
     line = _exit2(capsys, "-c", str(cfg), "-o", f"work_dir={work}", "-o", "train.resume=true",
                   "-o", "train.epochs=3", "-o", 'train.hooks=[{"type": "FaultTestEveryEpochBest"}]')
     assert "best.pth" in line and "disk is full" in line and "unchanged" in line
-    assert len(calls) == 2
+    assert len(calls) == 1  # the state is serialised once, for both names
     assert snapshot(work / "checkpoints") == before  # neither file replaced, no temp left
     last = torch.load(work / "checkpoints" / "last.pth", weights_only=True)
     best = torch.load(work / "checkpoints" / "best.pth", weights_only=True)
     assert last["epoch"] == 2 and last["best"] == best["best"]
     assert best["epoch"] == best["best"]["epoch"]
+
+
+def test_last_and_best_of_one_epoch_are_written_once(tmp_path, monkeypatch):
+    """An improving epoch serialises its state once and links it under both names; the next
+    epoch's last.pth replaces only its own name (best.pth keeps the older epoch), and without
+    hard links the second name is a copy."""
+    from aicore.engine import checkpoint as ckpt_io
+    state = {"epoch": 1, "w": torch.arange(10.0)}
+    last, best = tmp_path / "last.pth", tmp_path / "best.pth"
+    ckpt_io.save_all_atomic([(state, last), (state, best)])
+    assert os.path.samefile(last, best)
+    ckpt_io.save_all_atomic([({"epoch": 2, "w": torch.zeros(10)}, last)])
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert torch.load(best, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "last.pth"]
+
+    def no_link(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(ckpt_io.os, "link", no_link)
+    ckpt_io.save_all_atomic([(state, last), (state, best)])
+    assert not os.path.samefile(last, best)
+    assert torch.equal(torch.load(best, weights_only=True)["w"], state["w"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth", "last.pth"]
 
 
 def test_checkpoints_get_normal_permissions(tmp_path, trained_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,22 @@ def _write_tmp(obj: dict, path: Path) -> Path:
     return tmp
 
 
+def _copy_tmp(src: Path, path: Path) -> Path:
+    """A second name for an already written temp file: a hard link (no second serialisation
+    or write of the same bytes; renaming either name later leaves the other intact), or a
+    copy where the file system has no hard links."""
+    tmp = _tmp_path(path)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        try:
+            shutil.copyfile(src, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return tmp
+
+
 def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
     save_all_atomic([(obj, path)])
@@ -49,15 +66,21 @@ def save_all_atomic(items: list[tuple[dict, str | os.PathLike]]) -> None:
 
     Every file is first written in full to a temp file (the step that fails on a full disk);
     only when all are written are they renamed into place. last.pth and best.pth therefore
-    always agree on which epoch is best. A failure raises CheckpointError naming the file.
+    always agree on which epoch is best. The same state object under several names is
+    serialised once and linked (an improving epoch writes its 100 MB once, not twice).
+    A failure raises CheckpointError naming the file.
     """
     done: list[tuple[Path, Path]] = []
+    written: dict[int, Path] = {}  # id(obj) -> its temp file: one state is serialised once
     try:
         for obj, path in items:
             path = Path(path)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                done.append((_write_tmp(obj, path), path))
+                first = written.get(id(obj))
+                tmp = _copy_tmp(first, path) if first is not None else _write_tmp(obj, path)
+                written.setdefault(id(obj), tmp)
+                done.append((tmp, path))
             except OSError as e:
                 raise CheckpointError(f"cannot write checkpoint {path}: {describe_os_error(e)}; "
                                       f"the previous checkpoints in {path.parent} are unchanged")\
