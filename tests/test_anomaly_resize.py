@@ -3,7 +3,10 @@ data set, the trainer's preprocess (demo) and the deploy runtime (from the expor
 
 The rounding of an 8-bit resize is up to half a grey level of noise on every pixel; PaDiM's
 Mahalanobis distance scores it, and it was the whole pixel AUROC / PRO gap to anomalib 2.7.0
-(which resizes float tensors) in benchmarks/peers/anomaly.py.
+(which resizes float tensors) in benchmarks/peers/anomaly.py. A shrinking resize is also
+antialiased as torchvision's Resize(antialias=True) is: OpenCV's bilinear shrink reads two input
+pixels per output pixel, and on the 128 -> 64 px textures that aliasing was PatchCore's pixel
+AUROC / PRO gap to anomalib (benchmarks/peers/patchcore_same_bank.py).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -37,9 +41,9 @@ def _category(root: Path, rng: np.random.Generator) -> np.ndarray:
     return imgs
 
 
-def test_dataset_demo_and_deploy_resize_alike_in_float(tmp_path):
+@pytest.mark.parametrize("size", [(96, 80), (24, 30)])  # enlarged / shrunk, aspect changed
+def test_dataset_demo_and_deploy_resize_alike_in_float(tmp_path, size):
     imgs = _category(tmp_path / "cat", np.random.default_rng(0))
-    size = (96, 80)  # enlarged, aspect changed
     ds = MVTecDataset(str(tmp_path), "test", category="cat", input_size=size)
     good = [i for i, s in enumerate(ds.samples) if s[0].endswith("c.png")]
     assert len(good) == 1
@@ -52,12 +56,13 @@ def test_dataset_demo_and_deploy_resize_alike_in_float(tmp_path):
     protocol = make_protocol(trainer)
     x_demo = protocol.preprocess(np.ascontiguousarray(imgs[2][:, :, ::-1]))[0].numpy()  # BGR in
     spec = protocol.deploy_preprocess()
-    assert spec["resize_precision"] == "float32"
+    assert spec["resize_precision"] == "float32" and spec["resize_antialias"] is True
     x_deploy, _ = prepare(np.ascontiguousarray(imgs[2][:, :, ::-1]), spec)
 
-    # the reference: bilinear on float tensors (half-pixel centres), as torchvision does
+    # the reference: bilinear on float tensors (half-pixel centres), antialiased when it
+    # shrinks, as torchvision's Resize(antialias=True) does
     t = torch.from_numpy(imgs[2]).permute(2, 0, 1)[None].float() / 255
-    ref = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0]
+    ref = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
     mean = torch.tensor(spec["mean"]).view(3, 1, 1)
     std = torch.tensor(spec["std"]).view(3, 1, 1)
     ref = ((ref - mean) / std).numpy()
@@ -70,11 +75,20 @@ def test_dataset_demo_and_deploy_resize_alike_in_float(tmp_path):
     rounded = cv2.resize(imgs[2], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     x_rounded = ((rounded.astype(np.float32) / 255 - spec["mean"]) / spec["std"]).transpose(2, 0, 1)
     assert np.abs(x_rounded - ref).max() > 1e-3
+    if size[0] < imgs.shape[1]:  # OpenCV's two-tap shrink in float: aliased, far off
+        plain = cv2.resize(imgs[2].astype(np.float32) / 255, (size[1], size[0]),
+                           interpolation=cv2.INTER_LINEAR)
+        x_plain = ((plain - spec["mean"]) / spec["std"]).transpose(2, 0, 1)
+        assert np.abs(x_plain - ref).max() > 0.1
+    # a manifest written before the antialiased resize keeps OpenCV's resize
+    old = {k: v for k, v in spec.items() if k != "resize_antialias"}
+    x_old, _ = prepare(np.ascontiguousarray(imgs[2][:, :, ::-1]), old)
+    assert np.array_equal(x_old, x_deploy) == (size[0] > imgs.shape[1])
 
 
 def test_other_tasks_keep_the_8bit_resize():
     from aicore.engine.trainer import BaseTrainer
-    assert BaseTrainer.resize_in_float is False
+    assert BaseTrainer.resize_in_float is False and BaseTrainer.resize_antialias is False
     spec = {"channels": 3, "size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1],
             "resize": "stretch"}
     img = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)

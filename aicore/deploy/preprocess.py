@@ -57,13 +57,55 @@ def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def resize_linear(img: np.ndarray, hw: Sequence[int], in_float: bool = False) -> np.ndarray:
+def resize_linear(img: np.ndarray, hw: Sequence[int], in_float: bool = False,
+                  antialias: bool = False) -> np.ndarray:
     """Bilinear resize to (h, w). in_float: an 8-bit image becomes float32 in [0, 1] first, so
     the interpolated values are not rounded back to whole grey levels (that rounding is noise
-    of up to half a level, which the anomaly models score; torchvision resizes in float too)."""
+    of up to half a level, which the anomaly models score; torchvision resizes in float too).
+    antialias: when an axis shrinks, its tent filter is widened by the shrink factor
+    (resize_antialiased), instead of OpenCV's two taps per output pixel, which skip input
+    pixels beyond 2x and alias fine texture; enlarging is plain bilinear either way."""
     if in_float and img.dtype == np.uint8:
         img = img.astype(np.float32) * np.float32(1 / 255)
-    return cv2.resize(img, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_LINEAR)
+    h, w = int(hw[0]), int(hw[1])
+    if antialias and (h < img.shape[0] or w < img.shape[1]):
+        return resize_antialiased(img, (h, w))
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+_TENTS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def tent_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float32 matrix of 1-D bilinear resampling with antialiasing: output pixel
+    i (centre (i + 0.5) * s in input coordinates, s = n_in / n_out) averages the input pixels
+    whose centres lie within max(s, 1) of it, weighted by a tent of that half-width, taps
+    outside the image dropped and the rest renormalised. The filter torchvision's
+    Resize(antialias=True) and PIL's BILINEAR use; for s <= 1 it is ordinary bilinear."""
+    key = (int(n_in), int(n_out))
+    if key not in _TENTS:
+        s = n_in / n_out
+        support = max(s, 1.0)
+        centre = (np.arange(n_out, dtype=np.float64) + 0.5) * s
+        j = np.arange(n_in, dtype=np.float64) + 0.5
+        wts = np.clip(1.0 - np.abs(j[None, :] - centre[:, None]) / support, 0.0, None)
+        _TENTS[key] = (wts / wts.sum(1, keepdims=True)).astype(np.float32)
+    return _TENTS[key]
+
+
+def resize_antialiased(img: np.ndarray, hw: Sequence[int]) -> np.ndarray:
+    """Separable antialiased bilinear resize of an HW or HWC float image to (h, w): two matrix
+    products with tent_weights (rows, then columns), float32."""
+    h, w = int(hw[0]), int(hw[1])
+    x = img.astype(np.float32, copy=False)
+    flat = x.ndim == 2
+    if flat:
+        x = x[:, :, None]
+    rows = tent_weights(x.shape[0], h)
+    cols = tent_weights(x.shape[1], w)
+    y = (rows @ x.reshape(x.shape[0], -1)).reshape(h, x.shape[1], x.shape[2])
+    y = np.matmul(cols, y)  # (w, W) @ (h, W, C) -> (h, w, C)
+    return np.ascontiguousarray(y[:, :, 0] if flat else y)
 
 
 def prepare(raw: np.ndarray, spec: dict[str, Any], name: str = "image"
@@ -79,7 +121,8 @@ def prepare(raw: np.ndarray, spec: dict[str, Any], name: str = "image"
         img, info["scale"] = letterbox(img, size, pad_value=spec.get("pad_value", PAD_VALUE))
     elif mode == "stretch":
         if img.shape[:2] != tuple(size):
-            img = resize_linear(img, size, spec.get("resize_precision") == "float32")
+            img = resize_linear(img, size, spec.get("resize_precision") == "float32",
+                                bool(spec.get("resize_antialias", False)))
     elif mode != "none":
         raise ValueError(f"unknown resize mode {mode!r}")
     return normalize(img, spec["mean"], spec["std"]), info

@@ -70,19 +70,21 @@ class TaskProtocol:
     def __init__(self, cfg: DotMap, classes: list[str], *, device: torch.device | None = None,
                  model: nn.Module | None = None, checkpoint: Path | None = None,
                  postprocess: dict[str, Any] | None = None,
-                 resize_in_float: bool = False) -> None:
+                 resize_in_float: bool = False, resize_antialias: bool = False) -> None:
         """`model` and `checkpoint`: the loaded model and the file it came from, for tasks
         whose predictions depend on what was calibrated for it (anomaly thresholds).
         `postprocess`: an export manifest's postprocess section, when the predictions come
         from an exported model (demo.backend = "onnx") instead. `resize_in_float`: 8-bit
         images are resized as float32, without rounding to whole levels, as the task's
-        datasets do (the trainer's ``resize_in_float``)."""
+        datasets do (the trainer's ``resize_in_float``). `resize_antialias`: a shrinking
+        resize widens its filter by the shrink factor (the trainer's ``resize_antialias``)."""
         from aicore.data.transforms import Normalize, default_mean_std
         self.cfg = cfg
         self.classes = list(classes)
         self.device = device or torch.device("cpu")
         self.checkpoint = checkpoint
         self.resize_in_float = bool(resize_in_float)
+        self.resize_antialias = bool(resize_antialias)
         data = cfg.data
         self.in_channels = int(data.in_channels)
         self.input_size = tuple(int(s) for s in data.input_size)
@@ -112,7 +114,7 @@ class TaskProtocol:
         x = self.transform(image=to_channels(img, self.in_channels, name))["image"]
         h, w = self.input_size
         if x.shape[:2] != (h, w):
-            x = resize_linear(x, (h, w), self.resize_in_float)
+            x = resize_linear(x, (h, w), self.resize_in_float, self.resize_antialias)
         return self.normalize(x), Meta(orig_size=orig, input_size=(h, w))
 
     # -- outputs -> results -------------------------------------------------------------------
@@ -186,7 +188,8 @@ class TaskProtocol:
                 "val_transforms": self._val_nodes(),
                 "resize": "stretch", "interpolation": "linear",
                 "size": list(self.input_size), "mean": self.mean, "std": self.std,
-                **({"resize_precision": "float32"} if self.resize_in_float else {})}
+                **({"resize_precision": "float32"} if self.resize_in_float else {}),
+                **({"resize_antialias": True} if self.resize_antialias else {})}
 
 
 def protocol_class(task: str) -> type[TaskProtocol]:
@@ -206,4 +209,5 @@ def make_protocol(trainer, **kwargs: Any) -> TaskProtocol:
     section, for predictions through aicore.deploy)."""
     cls = protocol_class(trainer.task)
     return cls(trainer.cfg, list(trainer.classes), device=trainer.device,
-               resize_in_float=bool(getattr(trainer, "resize_in_float", False)), **kwargs)
+               resize_in_float=bool(getattr(trainer, "resize_in_float", False)),
+               resize_antialias=bool(getattr(trainer, "resize_antialias", False)), **kwargs)

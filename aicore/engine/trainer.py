@@ -72,6 +72,9 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
     #: protocol's preprocess() and, through the manifest's "resize_precision", in the deploy
     #: runtime; the task's datasets must resize the same way
     resize_in_float: bool = False
+    #: True: a shrinking resize is antialiased (deploy.preprocess.resize_antialiased), in the
+    #: same three places (manifest "resize_antialias"); the task's datasets must do the same
+    resize_antialias: bool = False
 
     def __init__(self, cfg: DotMap) -> None:
         self.cfg = cfg

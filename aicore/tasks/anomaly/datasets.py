@@ -199,7 +199,8 @@ class MVTecDataset(Dataset):
             img, mask = out["image"], out["mask"]
         if self.input_size and img.shape[:2] != self.input_size:
             h, w = self.input_size
-            img = resize_linear(img, (h, w), in_float=True)  # as AnomalyTrainer.preprocess
+            # as AnomalyTrainer's protocol and the deploy runtime: float32, antialiased shrink
+            img = resize_linear(img, (h, w), in_float=True, antialias=True)
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         return (self.normalize(img), torch.from_numpy(np.ascontiguousarray(mask))[None].float(),
                 self.labels[i], i)
