@@ -26,7 +26,7 @@ from torch import nn
 from aicore.engine import dist
 from aicore.errors import ConfigError
 from aicore.registry import MODELS
-from aicore.tasks.anomaly.coreset import k_center_greedy
+from aicore.tasks.anomaly.coreset import PROJECTIONS, k_center_greedy
 from aicore.backbones import create_timm
 
 
@@ -348,10 +348,12 @@ class PatchCore(AnomalyModel):
     coreset of `coreset_ratio` of them becomes the memory bank. A patch's score is the distance
     to its nearest bank entry; the image score is the largest patch score, reweighted by how
     isolated that entry is among its `num_neighbors` nearest bank neighbours (paper eq. 7).
-    `proj_dim`: None (default) runs the coreset search on the features themselves; a number
-    projects them to that many dimensions first (faster for wide backbones, but a 128-dim
-    projection of resnet18's 384 channels picked a worse bank: 0.02-0.11 lower image AUROC on
-    the real textures of benchmarks/peers).
+    `proj_dim` (128) and `projection` ("pca"): the coreset search measures distances in the
+    first 128 principal axes of the training patches (None: in all channels, the exact search;
+    "gaussian" / "sparse": a random projection instead, anomalib's is "sparse"). On the real
+    textures of benchmarks/peers (resnet18, 45 fits) the PCA bank scored as the exact one and
+    as anomalib's own sampler (image / pixel AUROC and PRO within 0.003) at half the exact cost
+    (39 s against 82 s of CPU for 64,000 patches); see notes/anomaly.md.
     """
 
     dynamic_buffers = ("memory_bank",)
@@ -360,7 +362,8 @@ class PatchCore(AnomalyModel):
                  coreset_ratio: float = 0.1, num_neighbors: int = 9,
                  pretrained: bool | str = False, in_chans: int = 3,
                  input_size: Sequence[int] = (224, 224), blur_sigma: float = 4.0,
-                 proj_dim: int | None = None, max_patches: int | None = 500_000, seed: int = 0,
+                 proj_dim: int | None = 128, projection: str = "pca",
+                 max_patches: int | None = 500_000, seed: int = 0,
                  backbone_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(backbone, layers, pretrained, in_chans, input_size, blur_sigma,
                          backbone_kwargs)
@@ -370,9 +373,18 @@ class PatchCore(AnomalyModel):
         if int(num_neighbors) < 1:
             raise ConfigError(f"model.num_neighbors = {num_neighbors}: use 1 (no reweighting) "
                               f"or more (the paper uses 9)")
+        if projection not in PROJECTIONS:
+            raise ConfigError(f"model.projection = {projection!r}: use one of "
+                              f"{', '.join(map(repr, PROJECTIONS))} (how the coreset search "
+                              f"reduces the features to model.proj_dim dimensions)")
+        if proj_dim is not None and (isinstance(proj_dim, bool) or not isinstance(proj_dim, int)
+                                     or proj_dim < 1):
+            raise ConfigError(f"model.proj_dim = {proj_dim!r}: use a number of dimensions "
+                              f"(e.g. 128) or null for the exact search in all channels")
         self.coreset_ratio = float(coreset_ratio)
         self.num_neighbors = int(num_neighbors)
         self.proj_dim = proj_dim
+        self.projection = projection
         self.max_patches = max_patches
         self.seed = int(seed)
         self.pool = nn.AvgPool2d(3, stride=1, padding=1)
@@ -420,7 +432,8 @@ class PatchCore(AnomalyModel):
             logger.info(f"PatchCore: {self._seen} training patches, a random {feats.shape[0]} "
                         f"of them (model.max_patches) go into the coreset search")
         n_select = max(1, math.ceil(self.coreset_ratio * feats.shape[0]))
-        idx = k_center_greedy(feats, n_select, self.proj_dim, seed=self.seed + dist.rank())
+        idx = k_center_greedy(feats, n_select, self.proj_dim, seed=self.seed + dist.rank(),
+                              projection=self.projection)
         bank = feats[idx]
         images = self._images
         if dist.is_dist():  # each process covered its own images; the bank is the union

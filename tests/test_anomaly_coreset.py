@@ -1,0 +1,85 @@
+"""The coreset search's projections (aicore/tasks/anomaly/coreset.py) and PatchCore's options
+for them: PCA keeps the distances of features that vary along few axes, so the greedy picks are
+those of the exact search; the random projections keep lengths on average."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aicore.errors import ConfigError
+from aicore.tasks.anomaly.coreset import (jl_dim, k_center_greedy, pca_projection,
+                                          random_projection)
+from aicore.tasks.anomaly.models import PatchCore
+
+
+def _low_rank(n: int = 600, dim: int = 48, rank: int = 6, seed: int = 0) -> torch.Tensor:
+    """n points that vary along `rank` random directions of a dim-dimensional space, shifted
+    away from the origin (PCA must centre them)."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, rank, generator=g))[0]
+    scales = torch.linspace(3, 0.5, rank)
+    return (torch.randn(n, rank, generator=g) * scales) @ basis.T + 5
+
+
+def _dist(a: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(a, a, compute_mode="donot_use_mm_for_euclid_dist")  # no rounding trick
+
+
+def test_pca_projection_keeps_distances_of_low_rank_features():
+    x = _low_rank()
+    proj = pca_projection(x, 6)
+    assert proj.shape == (48, 6)
+    torch.testing.assert_close(proj.T @ proj, torch.eye(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_dist(x @ proj), _dist(x), atol=2e-4, rtol=0)
+    # the axes come largest variance first
+    var = (x @ proj).var(0)
+    assert bool((var[:-1] >= var[1:]).all())
+    # fewer axes than the features use: distances shrink, never grow (up to rounding)
+    d3 = _dist(x @ pca_projection(x, 3))
+    assert float((d3 - _dist(x)).max()) < 2e-4
+    assert float((_dist(x) - d3).max()) > 0.5
+
+
+def test_pca_search_picks_as_the_exact_search():
+    x = _low_rank(seed=1)
+    exact = k_center_greedy(x, 40, proj_dim=None, seed=2)
+    pca = k_center_greedy(x, 40, proj_dim=8, seed=2, projection="pca")
+    assert torch.equal(exact, pca)
+    # a random projection to as many dimensions does not keep the distances, nor the picks
+    gauss = k_center_greedy(x, 40, proj_dim=8, seed=2, projection="gaussian")
+    assert not torch.equal(exact, gauss)
+
+
+def test_random_projections_keep_lengths_on_average():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 384, generator=g)
+    for kind in ("gaussian", "sparse"):
+        p = random_projection(384, 200, kind, seed=1)
+        assert p.shape == (384, 200)
+        assert torch.equal(p, random_projection(384, 200, kind, seed=1))  # seeded
+        ratio = (x @ p).pow(2).sum(1) / x.pow(2).sum(1)
+        assert abs(float(ratio.mean()) - 1) < 0.03
+    sparse = random_projection(384, 200, "sparse", seed=1)
+    assert abs(float((sparse != 0).float().mean()) - 384 ** -0.5) < 0.005
+    with pytest.raises(ValueError, match="gaussian"):
+        random_projection(384, 200, "pca")
+    with pytest.raises(ValueError, match="projection"):
+        k_center_greedy(x, 10, proj_dim=16, projection="nope")
+    # anomalib's size: eps 0.9 -> 4 ln(n) / 0.162
+    assert jl_dim(3840) == 203 and jl_dim(256_000) == 307
+
+
+def test_patchcore_projection_options():
+    model = PatchCore(backbone="resnet18", input_size=(32, 32))
+    assert (model.proj_dim, model.projection) == (128, "pca")
+    with pytest.raises(ConfigError, match="model.projection"):
+        PatchCore(backbone="resnet18", input_size=(32, 32), projection="random")
+    with pytest.raises(ConfigError, match="model.proj_dim"):
+        PatchCore(backbone="resnet18", input_size=(32, 32), proj_dim=0)
+    # the fit goes through the chosen projection: PCA to 128 of 384 channels, then the bank
+    # holds full-width features
+    model = PatchCore(backbone="resnet18", input_size=(32, 32), coreset_ratio=0.25)
+    model.start_fit()
+    model.accumulate(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    model.finish_fit()
+    assert model.memory_bank.shape == (4 * 16 // 4, 384)
