@@ -9,7 +9,8 @@ Makes the texture data set (texture_data.py) when ROOT is missing and the anomal
 Each (category, seed, model) runs AICore and anomalib as separate processes, the order
 alternating from one run to the next. Both sides' test maps and scores are scored by the same
 code here (image AUROC, pixel AUROC, PRO at FPR 0.3); time = fit + predict inside the process,
-memory = the process's peak RSS. Prints one markdown table per model: mean +- std over seeds.
+memory = the process's peak RSS, CPU seconds = the process's user + system time (includes
+imports). Prints one markdown table per model: mean +- std over seeds.
 """
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ def metrics(npz: Path) -> dict[str, float]:
             "n_test": len(labels)}
 
 
-def run(python: Path, script: str, args: list[str], threads: int) -> float:
-    """Run one side; returns its peak RSS in MB (from wait4, this child only)."""
+def run(python: Path, script: str, args: list[str], threads: int) -> tuple[float, float]:
+    """Run one side; returns its peak RSS in MB and its CPU seconds (user + system), both from
+    wait4, this child only (CPU seconds do not grow when other jobs load the machine)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore",
            "TQDM_DISABLE": "1"}
     # stderr goes to a file: a pipe read only after wait4 deadlocks once the child has written
@@ -67,7 +69,7 @@ def run(python: Path, script: str, args: list[str], threads: int) -> float:
         err = log.read()
     if proc.returncode:
         raise SystemExit(f"{script} {' '.join(args)} failed:\n{err[-3000:]}")
-    return usage.ru_maxrss / 1024
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -111,11 +113,12 @@ def main() -> None:
                         continue
                     npz = work / f"{side}_{model}_{cat}_{seed}_{args.image_size}.npz"
                     py, script = sides[side]
-                    peak = run(py, script, [str(args.root), cat, model, str(seed), str(weights),
+                    peak, cpu = run(py, script, [str(args.root), cat, model, str(seed), str(weights),
                                             str(npz), "--image-size", str(args.image_size)],
                                args.threads)
                     row = {"side": side, "model": model, "category": cat, "seed": seed,
-                           "image_size": args.image_size, "peak_mb": peak, **metrics(npz)}
+                           "image_size": args.image_size, "peak_mb": peak, "cpu_s": cpu,
+                           **metrics(npz)}
                     rows.append(row)
                     args.out.write_text(json.dumps(rows, indent=1))
                     print(json.dumps(row), flush=True)
@@ -123,14 +126,14 @@ def main() -> None:
 
 
 def table(rows: list[dict]) -> str:
-    keys = ["image_auroc", "pixel_auroc", "pro", "seconds", "peak_mb"]
+    keys = ["image_auroc", "pixel_auroc", "pro", "seconds", "cpu_s", "peak_mb"]
     out = []
     for model in sorted({r["model"] for r in rows}):
         for size in sorted({r["image_size"] for r in rows}):
             out.append(f"\n{model}, input {size} px (mean ± std over seeds)\n")
             out.append("| category | side | seeds | image AUROC | pixel AUROC | PRO | fit+predict s"
-                       " | peak MB |")
-            out.append("|---|---|---|---|---|---|---|---|")
+                       " | process CPU s | peak MB |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
             for cat in sorted({r["category"] for r in rows}):
                 for side in ("aicore", "anomalib"):
                     sel = [r for r in rows if (r["model"], r["image_size"], r["category"],
@@ -139,7 +142,7 @@ def table(rows: list[dict]) -> str:
                         continue
                     cells = []
                     for key in keys:
-                        v = np.array([r[key] for r in sel])
+                        v = np.array([r.get(key, np.nan) for r in sel], float)
                         fmt = ("{:.3f} ± {:.3f}" if key == "image_auroc" else
                                "{:.4f} ± {:.4f}" if key in keys[:3] else "{:.1f} ± {:.1f}")
                         cells.append(fmt.format(v.mean(), v.std()))

@@ -64,11 +64,12 @@ def main() -> None:
                     continue
                 npz = args.work / f"{side}_{model}_{n}.npz"
                 py, script = sides[side]
-                peak = run(py, script, [str(root), args.category, model, "0", str(weights),
-                                        str(npz), "--image-size", str(args.size)], args.threads)
+                peak, cpu = run(py, script, [str(root), args.category, model, "0", str(weights),
+                                             str(npz), "--image-size", str(args.size)],
+                                args.threads)
                 m = metrics(npz)
                 row = {"side": side, "model": model, "n_train": n, "size": args.size,
-                       "seconds": m["seconds"], "peak_mb": peak,
+                       "seconds": m["seconds"], "cpu_s": cpu, "peak_mb": peak,
                        "image_auroc": m["image_auroc"], "pixel_auroc": m["pixel_auroc"]}
                 rows.append(row)
                 args.out.write_text(json.dumps(rows, indent=1))

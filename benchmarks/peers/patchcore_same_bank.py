@@ -124,7 +124,19 @@ def main() -> None:
         own_map, own_score = ai(ai_x)
         own_near = ai.blur(F.interpolate(ai.score_patches(ai_x)[0][:, None], size=(size, size),
                                          mode="nearest"))
+    # what anomaly_anomalib_run.py scores: Engine.predict, i.e. after anomalib's post-processor
+    # (maps and scores normalised by the validation range and clamped to [0, 1])
+    post_map, post_score = [], []
+    for batch in engine.predict(model=model, dataloaders=dm.test_dataloader()):
+        amap = batch.anomaly_map
+        post_map.append(amap if amap.ndim == 4 else amap[:, None])
+        post_score.append(batch.pred_score.reshape(-1))
+    post_map, post_score = torch.cat(post_map), torch.cat(post_score)
+    report["post_processed_share_at_0_or_1"] = float(((post_map == 0) | (post_map == 1))
+                                                      .float().mean())
     report["metrics"] = {
+        "anomalib Engine.predict (post-processed, as anomaly.py scores it)": save(
+            "anomalib_post", post_map, post_score),
         "anomalib (its bank, its inputs)": save("anomalib_raw", lib_map, lib_score),
         "aicore, anomalib bank, anomalib inputs, bilinear": save("ai_libbank_libx", ai_map,
                                                                   ai_score),
