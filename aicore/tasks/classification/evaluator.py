@@ -46,7 +46,7 @@ def f_beta(precision: np.ndarray, recall: np.ndarray, beta: float) -> np.ndarray
 def one_vs_rest_auc(probs: np.ndarray, targets: np.ndarray, n: int) -> tuple[list, list]:
     """Per-class ROC AUC and average precision (area under the PR curve), one class against
     the rest; None where a class has no positive or no negative sample."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from aicore.tasks.classification.ranking import average_precision, roc_auc
     auc, aupr = [], []
     for c in range(n):
         y = targets == c
@@ -54,8 +54,8 @@ def one_vs_rest_auc(probs: np.ndarray, targets: np.ndarray, n: int) -> tuple[lis
             auc.append(None)
             aupr.append(None)
             continue
-        auc.append(float(roc_auc_score(y, probs[:, c])))
-        aupr.append(float(average_precision_score(y, probs[:, c])))
+        auc.append(roc_auc(y, probs[:, c]))
+        aupr.append(average_precision(y, probs[:, c]))
     return auc, aupr
 
 

@@ -1,15 +1,20 @@
-"""Confusion matrix plot and label drawing."""
+"""Label drawing, the train_batch.jpg preview and the t-SNE plot."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
 import cv2
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    """matplotlib, imported on first use (a second or more of start-up that a training run,
+    which draws its previews with OpenCV, does not need)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
@@ -33,32 +38,39 @@ def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> n
     return (rgb * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)
 
 
+def draw_caption(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """draw_label for one or more lines of text (a mixed sample names two classes)."""
+    out = draw_label(rgb, lines[0] if lines else "")
+    fs = max(0.4, out.shape[0] / 500)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+    for k, text in enumerate(lines[1:], 1):
+        y0 = k * (th + base + 6)
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+        cv2.rectangle(out, (0, y0), (tw + 6, y0 + th + base + 6), (0, 0, 0), -1)
+        cv2.putText(out, text, (3, y0 + th + 3), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255),
+                    1, cv2.LINE_AA)
+    return out
+
+
 def save_batch_grid(images, labels: Sequence[str], normalize, path: Path, max_images: int = 32) -> None:
     """The first training batch after augmentation, de-normalised, with labels: what the model
     actually sees (a wrong crop or colour transform shows up here at once)."""
     import torch
+    from aicore.data.tiles import tile_images
     x = images[:max_images].float()
     mean = torch.from_numpy(normalize.mean.reshape(-1, 1, 1))
     std = torch.from_numpy(1.0 / normalize.inv_std.reshape(-1, 1, 1))
-    x = (x * std + mean).clamp(0, 1)
-    n = x.shape[0]
-    cols = min(8, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.8), dpi=100, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(n):
-        img = x[i].permute(1, 2, 0).numpy()
-        ax = axes.flat[i]
-        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
-                  vmin=0, vmax=1)
-        ax.set_title("\n".join(line[:14] for line in str(labels[i]).splitlines()), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    tiles = [draw_caption(np.ascontiguousarray(img), [line[:14] for line in
+                                                      str(label).splitlines()])
+             for img, label in zip(x, labels)]
+    cv2.imwrite(str(path), cv2.cvtColor(tile_images(tiles, 8), cv2.COLOR_RGB2BGR))
 
 
 def plot_tsne(emb: np.ndarray, labels: np.ndarray, names: Sequence[str], path: Path) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     for i, name in enumerate(names):

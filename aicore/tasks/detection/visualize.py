@@ -54,14 +54,8 @@ def save_train_batch(images: np.ndarray, targets: list[dict], names: Sequence[st
     images: (B, H, W, 3) uint8 RGB, already de-normalised."""
     tiles = [draw_detections(img, t["boxes"].numpy(), None, t["labels"].numpy(), names)
              for img, t in zip(images[:max_images], targets[:max_images])]
-    cols = min(4, len(tiles))
-    rows = -(-len(tiles) // cols)
-    h, w = tiles[0].shape[:2]
-    grid = np.zeros((rows * (h + 4), cols * (w + 4), 3), np.uint8)
-    for k, tile in enumerate(tiles):
-        r, c = divmod(k, cols)
-        grid[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = tile
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    from aicore.data.tiles import tile_images
+    cv2.imwrite(str(path), cv2.cvtColor(tile_images(tiles, 4), cv2.COLOR_RGB2BGR))
 
 
 def plot_per_class_ap(per_class: dict[str, dict[str, Any]], path: Path) -> None:
