@@ -256,3 +256,39 @@ def test_bad_policy_argument_through_the_cli(tmp_path, cls_root, capsys):
     err = capsys.readouterr().err
     assert "data.train.transforms.0" in err and "magnitude" in err
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+class _Flagged(torch.utils.data.Dataset):
+    """Returns (its flag, a draw from NumPy's global generator) for every index."""
+
+    def __init__(self) -> None:
+        self.flag = 0
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i):
+        return torch.tensor([self.flag, np.random.randint(1 << 30)])
+
+
+def test_persistent_workers_reseed_per_sample_and_restart_on_change():
+    """Loader workers live for the whole run, yet each sample's randomness depends only on
+    (seed, epoch, index): 1 and 2 workers give the same batches. A changed dataset setting
+    reaches the workers after restart_workers()."""
+    from aicore.data.loaders import build_loader, restart_workers, set_epoch
+
+    def batches(loader, epoch):
+        set_epoch(loader, epoch)
+        return torch.cat(list(loader))
+
+    data = _Flagged()
+    one, two = build_loader(_Flagged(), 4, True, 1, seed=5), build_loader(data, 4, True, 2, seed=5)
+    assert two.persistent_workers
+    e0 = batches(two, 0)
+    assert torch.equal(e0, batches(one, 0))
+    assert not torch.equal(e0, batches(two, 1))
+    assert torch.equal(e0, batches(two, 0))  # the same workers, epoch 0 again: same draws
+    data.flag = 1  # what CloseMosaicHook does to trainer.train_set: the workers still hold 0
+    assert int(batches(two, 2)[:, 0].max()) == 0
+    restart_workers(two)
+    assert int(batches(two, 2)[:, 0].min()) == 1

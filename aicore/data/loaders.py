@@ -1,10 +1,19 @@
 """DataLoaders whose order and augmentation depend only on (seed, epoch, rank), so a resumed or
-distributed run sees exactly the batches an uninterrupted one would."""
+distributed run sees exactly the batches an uninterrupted one would.
+
+Training samples are drawn as (epoch seed, index) pairs and every sample re-seeds the random
+generators from that pair before it is loaded, so augmentation does not depend on which worker
+loads a sample or on what that worker loaded before. That is what lets loader workers live for
+the whole run (persistent_workers): starting two workers anew for every epoch of train and val
+cost seconds per epoch on a small CPU machine (a fork of the whole trainer process each time).
+A hook that changes the training dataset's settings mid-run (mosaic off) calls
+restart_workers() so the next epoch's workers get a fresh copy of it.
+"""
 from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +42,61 @@ def _reseed_transforms(dataset: Dataset, seed: int) -> None:
         transform.set_random_seed(seed)
     for hook in getattr(dataset, "reseed_hooks", []):
         hook(seed)
+
+
+def _sample_seed(epoch_seed: int, index: int) -> int:
+    return (epoch_seed * 6364136223846793005 + (index + 1) * 1442695040888963407) % 2**32
+
+
+class SeededSamples(Dataset):
+    """The training dataset, indexed by (epoch seed, index): each sample first re-seeds Python's,
+    NumPy's and torch's generators and the dataset's own transforms from that pair."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch_seed, index = key
+        seed = _sample_seed(epoch_seed, index)
+        if torch.utils.data.get_worker_info() is not None:
+            # a worker's global generators serve only its samples; in the main process
+            # (num_workers 0) they also drive dropout and mixup, so they are left alone there
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        _reseed_transforms(self.dataset, seed)
+        return self.dataset[index]
+
+    def __getattr__(self, name: str) -> Any:  # attributes of the wrapped dataset (classes, ...)
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class EpochSeeds(Sampler[tuple[int, int]]):
+    """Wraps the order sampler: yields (epoch seed, index), the key SeededSamples expects."""
+
+    def __init__(self, sampler: Sampler[int], seed: int) -> None:
+        self.sampler, self.seed, self.epoch = sampler, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        base = epoch_seed(self.seed, self.epoch)
+        return ((base, int(i)) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 1009 + dist.rank()) % 2**63
 
 
 def _worker_init(worker_id: int) -> None:
@@ -85,22 +149,31 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: in
         # a last batch of one sample breaks BatchNorm; drop it only when that could happen
         per_rank = math.ceil(len(dataset) / dist.world_size())
         drop_last = train and per_rank > batch_size and per_rank % batch_size == 1
+    if train:  # augmentation seeded per sample from (seed, epoch, rank, index)
+        sampler, dataset = EpochSeeds(sampler, seed), SeededSamples(dataset)
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         collate_fn=collate_fn, drop_last=drop_last, generator=generator,
                         pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init,
-                        persistent_workers=False)
+                        persistent_workers=num_workers > 0)
     loader.aicore_seed = seed  # type: ignore[attr-defined]
     return loader
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Make epoch `epoch`'s order and augmentation a function of (seed, epoch, rank) only."""
-    seed = getattr(loader, "aicore_seed", 0)
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-    epoch_seed = (seed * 1_000_003 + epoch * 1009 + dist.rank()) % 2**63
-    loader.generator.manual_seed(epoch_seed)
-    if loader.num_workers == 0:
-        _reseed_transforms(loader.dataset, epoch_seed % 2**32)
+    loader.generator.manual_seed(epoch_seed(getattr(loader, "aicore_seed", 0), epoch))
+
+
+def restart_workers(loader: DataLoader) -> None:
+    """Persistent workers keep the copy of the dataset they were started with: after changing
+    the dataset's settings, call this so the next epoch starts workers with the new ones."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        loader._iterator = None  # DataLoader starts a new iterator (and workers) on next iter()

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from loguru import logger
 
+from aicore.data.loaders import restart_workers
 from aicore.engine.hooks import Hook
 from aicore.errors import ConfigError
 from aicore.registry import HOOKS
@@ -37,6 +38,7 @@ class CloseMosaicHook(Hook):
         dataset = trainer.train_set
         if hasattr(dataset, "strong_aug") and dataset.strong_aug == closing:
             dataset.strong_aug = not closing
+            restart_workers(trainer.train_loader)  # persistent workers hold the old copy
             if closing:
                 logger.info(f"epoch {trainer.epoch + 1}: mosaic/mixup off for the last "
                             f"{self.epochs} epochs")
