@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, alternating, medians, run_timed, table  # noqa: E402
 
 
 def aicore_config(data: Path, work: Path, epochs: int) -> dict:
@@ -34,14 +30,6 @@ def aicore_config(data: Path, work: Path, epochs: int) -> dict:
             "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
             "scheduler": {"type": "cosine", "warmup_epochs": 0},
             "train": {"epochs": epochs, "ema": None, "overwrite": True}}
-
-
-def timed(cmd: list[str]) -> tuple[float, str]:
-    t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ)
-    if out.returncode:
-        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    return time.perf_counter() - t, out.stdout
 
 
 def aicore_top1(work: Path) -> float:
@@ -66,22 +54,20 @@ def main() -> None:
                 "--epochs", str(a.epochs)]
     ours_cmd = [sys.executable, str(ROOT / "main.py"), "-c", str(cfg)]
     res: dict[str, list] = {"bare": [], "aicore": []}
-    for r in range(a.rounds):
-        order = ["bare", "aicore"] if r % 2 == 0 else ["aicore", "bare"]
-        for who in order:
-            wall, out = timed(bare_cmd if who == "bare" else ours_cmd)
-            info = json.loads(out.strip().splitlines()[-1]) if who == "bare" else \
-                {"top1": aicore_top1(work)}
-            res[who].append({"wall_s": wall, **info})
-            print(f"round {r + 1} {who:6s} wall {wall:6.1f} s  top1 {info['top1']:.3f}", flush=True)
-    med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in res.items()}
+    for r, who in alternating(list(res), a.rounds):
+        run = run_timed(bare_cmd if who == "bare" else ours_cmd)
+        info = json.loads(run["stdout"].strip().splitlines()[-1]) if who == "bare" else \
+            {"top1": aicore_top1(work)}
+        res[who].append({**run, **info})
+        print(f"round {r + 1} {who:6s} wall {run['wall_s']:6.1f} s  cpu {run['cpu_s']:6.1f} s  "
+              f"top1 {info['top1']:.3f}", flush=True)
     print(f"\nmedians over {a.rounds} rounds, {a.epochs} epochs:")
-    print("| run | whole-process wall s | val top1 | bare train img/s |")
-    print("| --- | --- | --- | --- |")
-    for k, v in med.items():
-        print(f"| {k} | {v['wall_s']:.1f} | {v['top1']:.3f} | {v.get('train_img_s', float('nan')):.0f} |")
-    print(f"wall ratio AICore / bare: {med['aicore']['wall_s'] / med['bare']['wall_s']:.2f}")
-
+    print(table(res, [("wall_s", "whole-process wall s", ".1f"), ("cpu_s", "CPU s", ".1f"),
+                      ("peak_mb", "peak MB", ".0f"), ("top1", "val top1", ".3f"),
+                      ("train_img_s", "bare train img/s", ".0f")]))
+    med = {k: medians(v, ["wall_s", "cpu_s"]) for k, v in res.items()}
+    print(f"AICore / bare: wall {med['aicore']['wall_s'] / med['bare']['wall_s']:.2f}, "
+          f"CPU {med['aicore']['cpu_s'] / med['bare']['cpu_s']:.2f}")
 
 if __name__ == "__main__":
     main()
