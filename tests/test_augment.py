@@ -271,10 +271,11 @@ class _Flagged(torch.utils.data.Dataset):
         return torch.tensor([self.flag, np.random.randint(1 << 30)])
 
 
-def test_persistent_workers_reseed_per_sample_and_restart_on_change():
-    """Loader workers live for the whole run, yet each sample's randomness depends only on
-    (seed, epoch, index): 1 and 2 workers give the same batches. A changed dataset setting
-    reaches the workers after restart_workers()."""
+def test_persistent_workers_reseed_per_pass_and_restart_on_change():
+    """Loader workers live for the whole run, yet every epoch's randomness depends only on
+    (seed, epoch, number of workers): the same epoch twice, or after a partial pass (the
+    train_batch.jpg preview), gives the same batches. A changed dataset setting reaches the
+    workers after restart_workers()."""
     from aicore.data.loaders import build_loader, restart_workers, set_epoch
 
     def batches(loader, epoch):
@@ -282,10 +283,11 @@ def test_persistent_workers_reseed_per_sample_and_restart_on_change():
         return torch.cat(list(loader))
 
     data = _Flagged()
-    one, two = build_loader(_Flagged(), 4, True, 1, seed=5), build_loader(data, 4, True, 2, seed=5)
+    fresh, two = build_loader(_Flagged(), 4, True, 2, seed=5), build_loader(data, 4, True, 2, seed=5)
     assert two.persistent_workers
+    next(iter(two))  # a partial pass first, as the preview does
     e0 = batches(two, 0)
-    assert torch.equal(e0, batches(one, 0))
+    assert torch.equal(e0, batches(fresh, 0))
     assert not torch.equal(e0, batches(two, 1))
     assert torch.equal(e0, batches(two, 0))  # the same workers, epoch 0 again: same draws
     data.flag = 1  # what CloseMosaicHook does to trainer.train_set: the workers still hold 0

@@ -1,13 +1,16 @@
 """DataLoaders whose order and augmentation depend only on (seed, epoch, rank), so a resumed or
 distributed run sees exactly the batches an uninterrupted one would.
 
-Training samples are drawn as (epoch seed, index) pairs and every sample re-seeds the random
-generators from that pair before it is loaded, so augmentation does not depend on which worker
-loads a sample or on what that worker loaded before. That is what lets loader workers live for
-the whole run (persistent_workers): starting two workers anew for every epoch of train and val
-cost seconds per epoch on a small CPU machine (a fork of the whole trainer process each time).
-A hook that changes the training dataset's settings mid-run (mosaic off) calls
-restart_workers() so the next epoch's workers get a fresh copy of it.
+Training samples are drawn as (epoch seed, pass, index) keys; the first sample a worker loads
+in a new pass re-seeds that worker's generators and the dataset's transforms from (epoch seed,
+worker id), whatever the worker loaded before. Batches go to workers in a fixed round-robin
+order, so augmentation depends only on (seed, epoch, rank, number of workers). That is what lets
+loader workers live for the whole run (persistent_workers): starting two workers anew for every
+epoch of train and val cost seconds per epoch on a small CPU machine (a fork of the whole trainer
+process each time). Re-seeding per pass rather than per sample keeps the cost per epoch: a fresh
+albumentations seed costs ~0.15 ms, as much as loading a small cached image. A hook that changes
+the training dataset's settings mid-run (mosaic off) calls restart_workers() so the next epoch's
+workers get a fresh copy of it.
 """
 from __future__ import annotations
 
@@ -44,52 +47,55 @@ def _reseed_transforms(dataset: Dataset, seed: int) -> None:
         hook(seed)
 
 
-def _sample_seed(epoch_seed: int, index: int) -> int:
-    return (epoch_seed * 6364136223846793005 + (index + 1) * 1442695040888963407) % 2**32
-
-
 class SeededSamples(Dataset):
-    """The training dataset, indexed by (epoch seed, index): each sample first re-seeds Python's,
-    NumPy's and torch's generators and the dataset's own transforms from that pair."""
+    """The training dataset, indexed by (epoch seed, pass, index) keys (EpochSeeds): a worker
+    re-seeds Python's, NumPy's and torch's generators and the dataset's transforms when a new
+    pass reaches it. The main process (num_workers 0) re-seeds only the transforms, since its
+    global generators also drive dropout and mixup."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self._pass: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch_seed, index = key
-        seed = _sample_seed(epoch_seed, index)
-        if torch.utils.data.get_worker_info() is not None:
-            # a worker's global generators serve only its samples; in the main process
-            # (num_workers 0) they also drive dropout and mixup, so they are left alone there
-            random.seed(seed)
-            np.random.seed(seed)
-            torch.manual_seed(seed)
-        _reseed_transforms(self.dataset, seed)
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        epoch_seed, pass_id, index = key
+        if self._pass != (epoch_seed, pass_id):
+            self._pass = (epoch_seed, pass_id)
+            info = torch.utils.data.get_worker_info()
+            seed = (epoch_seed + (info.id if info is not None else 0)) % 2**32
+            if info is not None:
+                random.seed(seed)
+                np.random.seed(seed)
+                torch.default_generator.manual_seed(seed)
+            _reseed_transforms(self.dataset, seed)
         return self.dataset[index]
 
     def __getattr__(self, name: str) -> Any:  # attributes of the wrapped dataset (classes, ...)
-        if name == "dataset":
+        if name in ("dataset", "_pass"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
 
-class EpochSeeds(Sampler[tuple[int, int]]):
-    """Wraps the order sampler: yields (epoch seed, index), the key SeededSamples expects."""
+class EpochSeeds(Sampler[tuple[int, int, int]]):
+    """Wraps the order sampler: yields (epoch seed, pass, index), the key SeededSamples expects;
+    every iteration over the loader is a new pass, so a partial pass (the train_batch.jpg
+    preview) does not shift the epoch that follows."""
 
     def __init__(self, sampler: Sampler[int], seed: int) -> None:
-        self.sampler, self.seed, self.epoch = sampler, int(seed), 0
+        self.sampler, self.seed, self.epoch, self.passes = sampler, int(seed), 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         base = epoch_seed(self.seed, self.epoch)
-        return ((base, int(i)) for i in self.sampler)
+        self.passes += 1
+        return ((base, self.passes, int(i)) for i in self.sampler)
 
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
