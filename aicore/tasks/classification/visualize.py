@@ -18,15 +18,18 @@ def _pyplot():
 
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
+    """`text` (one box per line) in the top-left corner, white on black."""
     out = rgb.copy()
     if out.shape[0] < 128:  # upscale tiny images so the text is readable
         scale = int(np.ceil(128 / out.shape[0]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     fs = max(0.4, out.shape[0] / 500)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
-    cv2.rectangle(out, (0, 0), (tw + 6, th + base + 6), (0, 0, 0), -1)
-    cv2.putText(out, text, (3, th + 3), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    for k, line in enumerate(str(text).splitlines() or [""]):
+        (tw, th), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+        y0 = k * (th + base + 6)
+        cv2.rectangle(out, (0, y0), (tw + 6, y0 + th + base + 6), (0, 0, 0), -1)
+        cv2.putText(out, line, (3, y0 + th + 3), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255),
+                    1, cv2.LINE_AA)
     return out
 
 
@@ -36,20 +39,6 @@ def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> n
     colour = cv2.applyColorMap((heat.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
     return (rgb * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)
-
-
-def draw_caption(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """draw_label for one or more lines of text (a mixed sample names two classes)."""
-    out = draw_label(rgb, lines[0] if lines else "")
-    fs = max(0.4, out.shape[0] / 500)
-    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
-    for k, text in enumerate(lines[1:], 1):
-        y0 = k * (th + base + 6)
-        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
-        cv2.rectangle(out, (0, y0), (tw + 6, y0 + th + base + 6), (0, 0, 0), -1)
-        cv2.putText(out, text, (3, y0 + th + 3), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255),
-                    1, cv2.LINE_AA)
-    return out
 
 
 def save_batch_grid(images, labels: Sequence[str], normalize, path: Path, max_images: int = 32) -> None:
@@ -63,8 +52,8 @@ def save_batch_grid(images, labels: Sequence[str], normalize, path: Path, max_im
     x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
-    tiles = [draw_caption(np.ascontiguousarray(img), [line[:14] for line in
-                                                      str(label).splitlines()])
+    tiles = [draw_label(np.ascontiguousarray(img),
+                        "\n".join(line[:14] for line in str(label).splitlines()))
              for img, label in zip(x, labels)]
     cv2.imwrite(str(path), cv2.cvtColor(tile_images(tiles, 8), cv2.COLOR_RGB2BGR))
 
