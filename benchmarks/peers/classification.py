@@ -1,12 +1,21 @@
-"""Classification peers: AICore vs a bare PyTorch loop on real digits, alternating rounds.
+"""Classification peers: AICore vs a bare PyTorch loop vs timm's train.py path, alternating rounds.
 
 Same data (benchmarks/peers/digits_data.py, 32 px), model (timm resnet18, random init), batch 64,
-SGD momentum 0.9 lr 0.05 + cosine, no augmentation, evaluation after every epoch, 2 loader
-workers. Each round runs the bare loop and AICore (`python main.py`) as fresh processes, in
-alternating order; the table gives medians over rounds of the whole-process wall time (start-up,
-data, training, evaluation, AICore's checkpoints and curves) and, for the bare loop, its training
-throughput. timm's train.py is not compared: it ships only in timm's source repository, not in
-the wheel, and nothing can be downloaded here.
+SGD momentum 0.9 lr 0.05 weight decay 5e-4 + per-step cosine to 0, no warm-up, no augmentation,
+no label smoothing, evaluation after every epoch, 2 loader workers. Each round runs the three
+sides as fresh processes, in alternating order (reversed every other round):
+
+* bare: classification_bare.py, a hand-written loop (plain momentum, decay on every parameter);
+* timm: classification_timm.py, train.py's code path re-assembled from timm's library (train.py
+  itself ships only in timm's source repository, not in the wheel, and nothing can be
+  downloaded here), given train.py's options for these settings; ``--opt sgd`` is timm's
+  Nesterov SGD without decay on biases and norm parameters, as AICore's SGD; it writes
+  summary.csv and a checkpoint every epoch (last, history, model_best);
+* aicore: ``python main.py`` (metrics.jsonl, TensorBoard, train_batch.jpg, last/best checkpoints).
+
+The table gives medians over rounds of the whole-process wall time (start-up, data, training,
+evaluation, checkpoints), CPU seconds (process and loader workers), peak memory, final val top-1
+and, for bare and timm, the training throughput (training iterations only).
 
     python benchmarks/peers/classification.py [--epochs 15] [--rounds 3] [--out /tmp/peers_cls]
 """
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,6 +40,17 @@ def aicore_config(data: Path, work: Path, epochs: int) -> dict:
             "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
             "scheduler": {"type": "cosine", "warmup_epochs": 0},
             "train": {"epochs": epochs, "ema": None, "overwrite": True}}
+
+
+def timm_cmd(data: Path, out: Path, epochs: int) -> list[str]:
+    """The train.py command line for the benchmark's settings, given to the train.py path."""
+    return [sys.executable, str(ROOT / "benchmarks/peers/classification_timm.py"), str(data),
+            "--model", "resnet18", "--num-classes", "10", "--input-size", "3", "32", "32",
+            "--crop-pct", "1.0", "-b", "64", "--opt", "sgd", "--lr", "0.05", "--momentum", "0.9",
+            "--weight-decay", "5e-4", "--sched", "cosine", "--sched-on-updates",
+            "--warmup-epochs", "0", "--min-lr", "0", "--smoothing", "0", "--no-aug", "-j", "2",
+            "--epochs", str(epochs), "--device", "cpu", "--output", str(out),
+            "--experiment", "run"]
 
 
 def aicore_top1(work: Path) -> float:
@@ -53,21 +74,27 @@ def main() -> None:
     bare_cmd = [sys.executable, str(ROOT / "benchmarks/peers/classification_bare.py"), str(data),
                 "--epochs", str(a.epochs)]
     ours_cmd = [sys.executable, str(ROOT / "main.py"), "-c", str(cfg)]
-    res: dict[str, list] = {"bare": [], "aicore": []}
+    timm_out = a.out / "timm_run"
+    cmds = {"bare": bare_cmd, "timm": timm_cmd(data, timm_out, a.epochs), "aicore": ours_cmd}
+    res: dict[str, list] = {side: [] for side in cmds}
     for r, who in alternating(list(res), a.rounds):
-        run = run_timed(bare_cmd if who == "bare" else ours_cmd)
-        info = json.loads(run["stdout"].strip().splitlines()[-1]) if who == "bare" else \
-            {"top1": aicore_top1(work)}
+        if who == "timm":
+            shutil.rmtree(timm_out, ignore_errors=True)  # a fresh output folder, as train.py's
+        run = run_timed(cmds[who])
+        info = {"top1": aicore_top1(work)} if who == "aicore" else \
+            json.loads(run["stdout"].strip().splitlines()[-1])
         res[who].append({**run, **info})
         print(f"round {r + 1} {who:6s} wall {run['wall_s']:6.1f} s  cpu {run['cpu_s']:6.1f} s  "
               f"top1 {info['top1']:.3f}", flush=True)
     print(f"\nmedians over {a.rounds} rounds, {a.epochs} epochs:")
     print(table(res, [("wall_s", "whole-process wall s", ".1f"), ("cpu_s", "CPU s", ".1f"),
                       ("peak_mb", "peak MB", ".0f"), ("top1", "val top1", ".3f"),
-                      ("train_img_s", "bare train img/s", ".0f")]))
+                      ("train_img_s", "train img/s", ".0f")]))
     med = {k: medians(v, ["wall_s", "cpu_s"]) for k, v in res.items()}
-    print(f"AICore / bare: wall {med['aicore']['wall_s'] / med['bare']['wall_s']:.2f}, "
-          f"CPU {med['aicore']['cpu_s'] / med['bare']['cpu_s']:.2f}")
+    for num, den in (("aicore", "bare"), ("aicore", "timm"), ("timm", "bare")):
+        print(f"{num} / {den}: wall {med[num]['wall_s'] / med[den]['wall_s']:.2f}, "
+              f"CPU {med[num]['cpu_s'] / med[den]['cpu_s']:.2f}")
+
 
 if __name__ == "__main__":
     main()
