@@ -8,18 +8,29 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import sys
 from typing import Any, Callable, Iterator
 
 from aicore.errors import ConfigError
 
 
 def _origin(obj: Any) -> str:
+    """file:line where obj is defined, for messages (slow for a class: inspect parses its
+    whole source file, so this is only called when a message or --list needs it)."""
     try:
         file = inspect.getsourcefile(obj) or "?"
         line = inspect.getsourcelines(obj)[1]
         return f"{file}:{line}"
     except (TypeError, OSError):
         return getattr(obj, "__module__", "?")
+
+
+def _identity(obj: Any) -> str:
+    """Where obj comes from, cheaply: its module's file and qualified name. Two registrations
+    under one name clash unless they share this (the same definition imported twice)."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    file = getattr(module, "__file__", None) or getattr(obj, "__module__", "?")
+    return f"{file}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
 class Registry:
@@ -33,7 +44,8 @@ class Registry:
                  fallback_names: Callable[[], list[str]] | None = None) -> None:
         self.name = name
         self._entries: dict[str, Any] = {}
-        self._origins: dict[str, str] = {}
+        self._idents: dict[str, str] = {}  # name -> where it was defined (see _identity)
+        self._wheres: dict[str, str | None] = {}  # name -> file:line given to add(), if any
         self._fallback = fallback
         self._fallback_names = fallback_names
 
@@ -41,20 +53,23 @@ class Registry:
         """Decorator: ``@MODELS.register()`` or ``@MODELS.register("Name")``."""
 
         def deco(obj, key=None):
-            return self.add(key or obj.__name__, obj, _origin(obj), force=force)
+            return self.add(key or obj.__name__, obj, force=force)
 
         if callable(name):  # used as @REG.register without parentheses
             return deco(name)
         return lambda obj: deco(obj, name)
 
-    def add(self, key: str, obj: Any, where: str, *, force: bool = False) -> Any:
-        """Register obj under key, defined at `where` (file:line); see register()."""
-        if key in self._entries and not force and self._origins[key] != where:
+    def add(self, key: str, obj: Any, where: str | None = None, *, force: bool = False) -> Any:
+        """Register obj under key, defined at `where` (file:line; found from obj when a
+        message needs it if not given); see register()."""
+        ident = where or _identity(obj)
+        if key in self._entries and not force and self._idents[key] != ident:
             raise ConfigError(
-                f"{self.name}: '{key}' is registered twice: first at {self._origins[key]}, "
-                f"again at {where}. Rename one of them.")
+                f"{self.name}: '{key}' is registered twice: first at {self.origin(key)}, "
+                f"again at {where or _origin(obj)}. Rename one of them.")
         self._entries[key] = obj
-        self._origins[key] = where
+        self._idents[key] = ident
+        self._wheres[key] = where
         return obj
 
     def __contains__(self, key: str) -> bool:
@@ -83,7 +98,9 @@ class Registry:
             f"custom_modules/ and the config's custom_imports.")
 
     def origin(self, key: str) -> str:
-        return self._origins.get(key, "(library)")
+        if key not in self._entries:
+            return "(library)"
+        return self._wheres.get(key) or _origin(self._entries[key])
 
     def names(self, include_fallback: bool = True) -> list[str]:
         names = set(self._entries)
