@@ -223,6 +223,46 @@ def test_predict_batch_reports_original_pixels(det_root, tmp_path):
     assert targets[0]["image_id"] == 3 and targets[0]["size"] == (128, 100)
 
 
+def test_yolox_validation_loss_from_one_pass_equals_the_two_pass_path(det_root, tmp_path):
+    """predict_with_loss (one forward) gives the detections and val loss of the generic path
+    (eval-mode predictions + a second, normalisation-frozen training-mode pass)."""
+    from aicore import config as C
+    from aicore.tasks.detection.trainer import DetectionTrainer
+    cfg = C.load_config(write_config(tmp_path / "c.json", det_config(det_root, tmp_path / "w")))
+    trainer = DetectionTrainer(cfg)
+    trainer.loss_fn = lambda parts: {"loss": sum(parts.values()), **parts}
+    torch.manual_seed(0)
+    model = YOLOX(num_classes=3, size="nano", score_thresh=0.0)
+    model.train()  # a few steps move BatchNorm statistics away from their initial values
+    images = torch.randn(2, 3, 64, 64)
+    boxes = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([2])},
+             {"boxes": torch.tensor([[4.0, 20.0, 30.0, 60.0], [33.0, 2.0, 60.0, 30.0]]),
+              "labels": torch.tensor([0, 1])}]
+    for _ in range(2):
+        model(images, boxes)
+    model.eval()
+    meta = {"scale": 1.0, "orig_size": (64, 64), "gt_boxes": np.zeros((0, 4)),
+            "gt_labels": np.zeros(0, np.int64), "gt_crowd": np.zeros(0, bool)}
+    batch = (images, boxes, [{**meta, "index": 0}, {**meta, "index": 1}])
+
+    class TwoPass(torch.nn.Module):  # the same network without predict_with_loss
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, *args):
+            return self.net(*args)
+
+    one = trainer.predict_and_loss(model, batch)
+    two = trainer.predict_and_loss(TwoPass(model).eval(), batch)
+    assert not model.training and len(one[0][1]["boxes"]) > 0
+    for a, b in zip(one[0], two[0]):
+        for k in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(a[k], b[k])
+    for k in ("loss", "loss_obj", "loss_iou", "loss_cls"):
+        torch.testing.assert_close(one[2][k], two[2][k])
+
+
 # ------------------------------------------------------------------------------------------
 # metrics
 

@@ -99,7 +99,10 @@ class DetectionTrainer(BaseTrainer):
     def predict_batch(self, model: nn.Module, batch: Any):
         """-> (detections, ground truth) per image, both in original image pixels."""
         images, _, metas = batch
-        dets = model(images.to(self.device, non_blocking=True))
+        return self._outputs_and_targets(model(images.to(self.device, non_blocking=True)), metas)
+
+    @staticmethod
+    def _outputs_and_targets(dets: list[dict], metas: list[dict]):
         outputs, targets = [], []
         for det, meta in zip(dets, metas):
             boxes = boxes_to_original(det["boxes"].float().cpu(), meta["scale"], meta["orig_size"])
@@ -116,13 +119,17 @@ class DetectionTrainer(BaseTrainer):
         pass runs in training mode with every normalisation and dropout layer kept in eval
         mode (BatchNorm statistics untouched) and the random state forked (torchvision's
         proposal sampling draws numbers; exact resume must not see them). It costs one more
-        forward pass per validation batch."""
-        outputs, targets = self.predict_batch(model, batch)
-        images, boxes, _ = batch
+        forward pass per validation batch, unless the detector computes both from one pass
+        (``predict_with_loss``, YOLOX)."""
+        images, boxes, metas = batch
         net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         images = images.to(self.device, non_blocking=True)
         boxes = [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)}
                  for t in boxes]
+        if hasattr(net, "predict_with_loss"):
+            dets, losses = net.predict_with_loss(images, boxes)
+            return (*self._outputs_and_targets(dets, metas), self.loss_fn(losses))
+        outputs, targets = self.predict_batch(model, batch)
         net.train()
         for m in net.modules():
             if isinstance(m, (nn.modules.batchnorm._NormBase, nn.Dropout)):

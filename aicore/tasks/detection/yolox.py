@@ -462,6 +462,16 @@ class YOLOX(nn.Module):
         boxes, scores = self.decode(outputs, images.shape[-2:])
         return postprocess(boxes, scores, self.score_thresh, self.nms_iou, self.max_det)
 
+    def predict_with_loss(self, images: torch.Tensor, targets: list[dict]
+                          ) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """Eval-mode detections and the training loss computed from the same forward pass:
+        the validation loss without a second pass (YOLOX's layers give the same outputs in
+        both modes once normalisation is frozen, so the loss equals the training-mode one)."""
+        outputs = self._raw(images)
+        boxes, scores = self.decode(outputs, images.shape[-2:])
+        return (postprocess(boxes, scores, self.score_thresh, self.nms_iou, self.max_det),
+                self.loss(outputs, targets))
+
     def export_forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode(self._raw(images), images.shape[-2:])
 
