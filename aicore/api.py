@@ -192,9 +192,10 @@ def train(config: ConfigLike, overrides: Overrides = None) -> TrainResult | dict
         trainer._api_raw = best
         ckpts = Path(trainer.cfg.work_dir) / "checkpoints"
         last = getattr(trainer, "last_metrics", None) or {}
-        if isinstance(last.get("model"), Mapping):  # {"model": {...}, "ema": {...}}
+        if last and set(last) <= {"model", "ema"} and \
+                all(isinstance(v, Mapping) for v in last.values()):  # {"model": {..}, "ema": {..}}
             which = best.get("weights") if isinstance(best, Mapping) else None
-            last = last.get(which or "model") or last["model"]
+            last = last.get(which or "model") or next(iter(last.values()))
         if not last and trainer.history:
             last = {k[4:]: v for k, v in trainer.history[-1].items() if k.startswith("val_")}
         if not last and isinstance(best, Mapping) and "value" not in best:

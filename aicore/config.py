@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "resume": False,  # true = work_dir/checkpoints/last.pth, or a path
         "overwrite": False,  # allow training into a work_dir that already holds a run
         "eval_interval": 1,
+        "val_weights": "both",  # with ema on: "both" (raw and EMA) or "ema" (EMA only) each epoch
         "best_metric": None,  # None = the evaluator's main metric
         "best_mode": "max",
         "log_interval": None,  # iterations between log lines; None = about 5 per epoch (<= 50)

@@ -179,6 +179,7 @@ RULES: dict[str, Rule] = {
     "train.resume": Rule("bool", alt=("str",)),
     "train.overwrite": BOOL,
     "train.eval_interval": INT1,
+    "train.val_weights": Rule("choice", choices=("both", "ema")),
     "train.best_metric": Rule("str", nullable=True),
     "train.best_mode": Rule("choice", choices=("max", "min")),
     "train.log_interval": Rule("int", low=1, nullable=True),

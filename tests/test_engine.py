@@ -44,6 +44,26 @@ def test_resume_continues_exactly(tmp_path, cls_root):
     assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
 
 
+def test_val_weights_ema_scores_only_the_ema_weights(tmp_path, cls_root, capsys):
+    """train.val_weights = "ema": one validation pass per epoch, on the EMA weights; best.pth,
+    results.csv and eval's weights=auto follow them. Without EMA the key is refused."""
+    run = _train(tmp_path, cls_root, "emaonly", "-o", "train.epochs=2", "-o",
+                 "train.val_weights=ema", ema={"decay": 0.9})
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["weights"]) for r in rows] == [(1, "ema"), (2, "ema")]
+    best = _weights(run, "best.pth")
+    assert best["best"]["weights"] == "ema"
+    assert all("ema_top1" in h and "top1" not in h for h in best["history"])
+    header = (run / "results.csv").read_text().splitlines()[0].split(",")
+    assert "ema_top1" in header and "top1" not in header
+    capsys.readouterr()
+    cfg = write_config(tmp_path / "noema.json", cls_config(cls_root, tmp_path / "noema"))
+    assert run_cli("-c", str(cfg), "-o", "train.val_weights=ema") == 2
+    err = capsys.readouterr().err
+    assert "train.val_weights" in err and "train.ema" in err
+    assert not (tmp_path / "noema" / "checkpoints").exists()
+
+
 def test_bf16_autocast_accumulation_and_clipping(tmp_path, cls_root):
     run = _train(tmp_path, cls_root, "amp", "-o", "train.epochs=1", amp="bf16", accumulate=4,
                  clip_grad=1.0)

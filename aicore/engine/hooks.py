@@ -115,14 +115,20 @@ class EMAHook(Hook):
 class EvalHook(Hook):
     """Evaluates the raw weights and, with EMA on, the EMA weights, into ``record.metrics``
     (validation loss included as ``val_loss`` where the task computes it) and metrics.jsonl;
-    best.pth follows whichever scores higher, and the checkpoint records which one it was."""
+    best.pth follows whichever scores higher, and the checkpoint records which one it was.
+    ``weights="ema"`` (train.val_weights) scores only the EMA weights, as YOLOX and
+    Ultralytics do: one validation pass per epoch instead of two."""
 
     priority = 40
     stage = "evaluate"
 
-    def __init__(self, interval: int = 1, priority: int | None = None) -> None:
+    def __init__(self, interval: int = 1, weights: str = "both",
+                 priority: int | None = None) -> None:
         super().__init__(priority)
+        if weights not in ("both", "ema"):
+            raise ConfigError(f"train.val_weights = {weights!r}: choose 'both' or 'ema'")
         self.interval = interval
+        self.weights = weights
 
     def after_epoch(self, trainer) -> None:
         record = trainer.record
@@ -132,7 +138,8 @@ class EvalHook(Hook):
             return
         candidates = [("model", trainer.bare_model)]
         if trainer.ema is not None:
-            candidates.append(("ema", trainer.ema.module))
+            ema = ("ema", trainer.ema.module)
+            candidates = [ema] if self.weights == "ema" else candidates + [ema]
         record.evaluated = True
         for weights, model in candidates:
             t0 = time.perf_counter()
@@ -392,7 +399,11 @@ def format_duration(seconds: float) -> str:
 def default_hooks(cfg) -> list[Hook]:
     from aicore.engine.freeze_hook import FreezeBackboneHook
     t = cfg.train
-    return [LRSchedulerHook(), EMAHook(), EvalHook(interval=int(t.eval_interval)),
+    if t.val_weights == "ema" and not t.ema:
+        raise ConfigError("train.val_weights = 'ema' scores only the EMA weights, but train.ema "
+                          "is off; turn train.ema on or set train.val_weights to 'both'")
+    return [LRSchedulerHook(), EMAHook(),
+            EvalHook(interval=int(t.eval_interval), weights=str(t.val_weights)),
             CheckpointHook(t.save_interval or 0, t.keep_last),
             LoggerHook(interval=None if t.log_interval is None else int(t.log_interval)),
             TensorboardHook(), ProgressHook(), CurvesHook()] + (
