@@ -26,6 +26,13 @@ def test_log_lines_and_epoch_checkpoints(cls_root, tmp_path, capsys):
     assert found == [(e, i) for e in "123" for i in "246"], found
     assert all(re.search(r"\(\d+ img/s, ETA \d+:\d\d:\d\d\)$", ln) for ln in lines), lines
     assert lines[-1].endswith("ETA 0:00:00)")
+    # the epoch line: whole epoch, then the training iterations' own time and speed
+    done = [re.search(r"epoch (\d)/3 done in ([\d.]+)s \(training ([\d.]+)s, (\d+) img/s\)",
+                      ln) for ln in log.splitlines() if " done in " in ln]
+    assert len(done) == 3 and all(done), log
+    for m in done:
+        total, train_s, speed = float(m[2]), float(m[3]), int(m[4])
+        assert train_s <= total + 0.05 and speed > 0
     # stderr is not a terminal here: no tqdm bar anywhere
     assert "\r" not in err and "it/s" not in err and "\r" not in log
     names = sorted(p.name for p in (work / "checkpoints").glob("epoch_*.pth"))
@@ -68,3 +75,17 @@ def test_bad_keep_last_is_one_error_line(cls_root, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "train.keep_last" in err[-1] and " 0 " in err[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_epoch_images_counts_a_partial_last_batch_once():
+    """The epoch line's img/s divides the images trained on, not iterations x batch size."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+
+    from aicore.engine.hooks import epoch_images
+    loader = DataLoader(list(range(50)), batch_size=8)  # 7 batches, the last of 2 images
+    assert epoch_images(SimpleNamespace(train_loader=loader, epoch_count=7)) == 50
+    assert epoch_images(SimpleNamespace(train_loader=loader, epoch_count=3)) == 24
+    dropped = DataLoader(list(range(50)), batch_size=8, drop_last=True)
+    assert epoch_images(SimpleNamespace(train_loader=dropped, epoch_count=6)) == 48

@@ -262,9 +262,10 @@ class LoggerHook(Hook):
             self.interval = auto_log_interval(trainer.iters_per_epoch)
 
     def before_epoch(self, trainer) -> None:
-        self.t0 = time.perf_counter()
+        self.t0 = self.t_iter = time.perf_counter()
 
     def after_iter(self, trainer) -> None:
+        self.t_iter = time.perf_counter()  # the epoch's training ends at its last iteration
         i, n = trainer.inner_iter + 1, trainer.iters_per_epoch
         if not self.interval or not (i % self.interval == 0 or i == n):
             return
@@ -279,14 +280,27 @@ class LoggerHook(Hook):
                     + f" ({speed:.0f} img/s, ETA {format_duration(left)})")
 
     def after_epoch(self, trainer) -> None:
-        dt = time.perf_counter() - self.t0
-        n = trainer.epoch_count * trainer.train_loader.batch_size * dist.world_size()
+        """The epoch line: its whole time (training, evaluation, checkpoints) and the training
+        iterations' own time and images per second, the figure to compare with other tools."""
+        now = time.perf_counter()
+        train_s = max(self.t_iter - self.t0, 1e-9)
         record = trainer.record
         # training losses only: the app reads this line's pairs as training curves (the
         # validation loss is on the eval line)
         losses = " ".join(f"{k}={v:.4f}" for k, v in record.train_losses.items())
-        logger.info(f"epoch {record.epoch}/{trainer.max_epoch} done in {dt:.1f}s "
-                    f"({n / max(dt, 1e-9):.0f} img/s)" + (f" mean {losses}" if losses else ""))
+        logger.info(f"epoch {record.epoch}/{trainer.max_epoch} done in {now - self.t0:.1f}s "
+                    f"(training {train_s:.1f}s, {epoch_images(trainer) / train_s:.0f} img/s)"
+                    + (f" mean {losses}" if losses else ""))
+
+
+def epoch_images(trainer) -> int:
+    """Images the epoch's training iterations saw, over all ranks: the last batch of an epoch
+    may be partial (drop_last off), so a whole epoch counts its sampler's length."""
+    loader = trainer.train_loader
+    per_rank = trainer.epoch_count * (loader.batch_size or 1)
+    if trainer.epoch_count == len(loader) and not loader.drop_last and loader.batch_size:
+        per_rank = min(per_rank, len(loader.sampler))
+    return per_rank * dist.world_size()
 
 
 @HOOKS.register("TensorboardHook")
