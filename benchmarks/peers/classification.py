@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -53,9 +54,16 @@ def timm_cmd(data: Path, out: Path, epochs: int) -> list[str]:
             "--experiment", "run"]
 
 
-def aicore_top1(work: Path) -> float:
+def aicore_info(work: Path, data: Path) -> dict:
+    """Final val top-1 (metrics.jsonl) and training images/s: every epoch's training images
+    over the summed training time of its epoch lines in train.log ("training X s", the
+    iterations alone, as the bare loop and the timm side time theirs)."""
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line]
-    return float(rows[-1].get("top1", float("nan")))
+    train_s = [float(m[1]) for m in re.finditer(r"done in [\d.]+s \(training ([\d.]+)s",
+                                                 (work / "train.log").read_text())]
+    images = sum(1 for f in (data / "train").rglob("*.png")) * len(train_s)
+    return {"top1": float(rows[-1].get("top1", float("nan"))),
+            "train_img_s": images / sum(train_s) if train_s else float("nan")}
 
 
 def main() -> None:
@@ -81,7 +89,7 @@ def main() -> None:
         if who == "timm":
             shutil.rmtree(timm_out, ignore_errors=True)  # a fresh output folder, as train.py's
         run = run_timed(cmds[who])
-        info = {"top1": aicore_top1(work)} if who == "aicore" else \
+        info = aicore_info(work, data) if who == "aicore" else \
             json.loads(run["stdout"].strip().splitlines()[-1])
         res[who].append({**run, **info})
         print(f"round {r + 1} {who:6s} wall {run['wall_s']:6.1f} s  cpu {run['cpu_s']:6.1f} s  "
