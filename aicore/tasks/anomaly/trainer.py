@@ -30,7 +30,7 @@ from aicore.registry import TRAINERS
 from aicore.tasks.anomaly import categories
 from aicore.tasks.anomaly.datasets import CLASSES
 from aicore.deploy.postprocess import is_defect
-from aicore.tasks.anomaly.models import AnomalyModel
+from aicore.tasks.anomaly.base import AnomalyModel
 from aicore.tasks.anomaly.protocol import fingerprint
 
 
