@@ -426,6 +426,60 @@ def validate(cfg: DotMap) -> None:
         check_component(hook, HOOKS, f"train.hooks.{i}", raw, {"priority"})
     if raw["train"]["trainer"] is not None:
         TRAINERS.get(raw["train"]["trainer"], where="train.trainer")
+    check_weight_files(raw)
+
+
+#: the built-in models' arguments that, given as text, name a local weights file (timm's
+#: ``pretrained``: true downloads, a string is a path; torchvision's ``backbone_weights``)
+WEIGHT_FILE_ARGS = {
+    "pretrained": "give an existing local weights file (.pth/.safetensors), true (download "
+                  "via timm) or false",
+    "backbone_weights": "give an existing torchvision classification .pth, or null (weights "
+                        "are never downloaded)",
+}
+
+
+def check_weight_files(raw: dict) -> None:
+    """The weight files the model section points at exist, so a config that passes --check
+    does not fail later on a missing file. Tested exactly as they are opened: ``Path(value)``,
+    so a relative path is relative to the directory you run from (not the config file's).
+
+    model.init_from is checked when training (the only mode that loads it); a text
+    ``pretrained`` / ``backbone_weights`` of a built-in model in every mode (building the
+    model opens it). Custom models' arguments are their own business and are not checked.
+    """
+    model = raw.get("model") or {}
+    init = model.get("init_from")
+    if init and raw["mode"] == "trainval":
+        _need_file(raw, "model.init_from", str(init),
+                   "point it at an existing checkpoint or state_dict (.pth), or remove "
+                   "model.init_from to train from the model's own initialisation")
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        kind = node.get("type")
+        builtin = (isinstance(kind, str) and kind in MODELS
+                   and str(getattr(MODELS.get(kind), "__module__", "")).startswith("aicore."))
+        for key, value in node.items():
+            if builtin and key in WEIGHT_FILE_ARGS and isinstance(value, str) and (
+                    value or key == "pretrained"):
+                _need_file(raw, f"{path}.{key}", value, WEIGHT_FILE_ARGS[key])
+            elif isinstance(value, dict):
+                walk(value, f"{path}.{key}")
+
+    walk({k: v for k, v in model.items() if k != "init_from"}, "model")
+
+
+def _need_file(raw: dict, key: str, value: str, fix: str) -> None:
+    path = Path(value)
+    if path.is_file():
+        return
+    resolved = Path(os.path.abspath(path))
+    what = "is a folder, not a file" if path.is_dir() else "file not found"
+    relative = ("" if path.is_absolute()
+                else f" (relative to the directory you run from, {Path.cwd()})")
+    raise ConfigError(f"'{key}' = {value!r}{where(raw, key)}: {what}: {resolved}{relative}; {fix}")
 
 
 def check_transform(node: Any, path: str, cfg: dict) -> None:

@@ -187,3 +187,44 @@ def test_config_file_mistakes(capsys, tmp_path):
         _expect_exit2(capsys, ["-c", str(path), "--check"], needle)
     _expect_exit2(capsys, ["-c", str(tmp_path / "absent.json")], "config file not found")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("init_from", "weights/start.pth", "point it at an existing checkpoint"),
+    ("pretrained", "weights/start.pth", "true (download via timm) or false"),
+])
+def test_missing_weight_file_fails_check_and_training(capsys, tmp_path, cls_root, key, value,
+                                                      needle):
+    """--check fails on a model.init_from / model.pretrained file that does not exist, exactly
+    as training would open it: relative to the directory you run from, not the config's."""
+    conf_dir, run_dir = tmp_path / "conf", tmp_path / "elsewhere"
+    (conf_dir / "weights").mkdir(parents=True)
+    run_dir.mkdir()
+    (conf_dir / "weights" / "start.pth").write_bytes(b"")  # exists next to the config only
+    work = tmp_path / "work"
+    cfg = cls_config(cls_root, work)
+    cfg["model"][key] = value
+    path = write_config(conf_dir / "cfg.json", cfg)
+    for extra in (["--check"], []):
+        code = run_cli("-c", str(path), *extra, cwd=run_dir)
+        err = capsys.readouterr().err
+        assert code == 2, err
+        message = err.strip().splitlines()[-1]
+        assert message.startswith(f"error: 'model.{key}' = '{value}'"), message
+        assert f"file not found: {run_dir / value}" in message, message
+        assert needle in message, message
+    assert not work.exists()  # training stopped before writing anything
+    # run from the config's folder the same relative path exists: --check passes
+    assert run_cli("-c", str(path), "--check", cwd=conf_dir) == 0, capsys.readouterr().err
+
+
+def test_weight_names_that_are_not_files_pass_check(capsys, tmp_path, cls_root):
+    """pretrained: true (downloaded by timm when the model is built) is not a file path, and
+    init_from is only opened when training."""
+    cfg = cls_config(cls_root, tmp_path / "work")
+    cfg["model"]["pretrained"] = True
+    cfg["model"]["init_from"] = str(tmp_path / "absent.pth")
+    path = write_config(tmp_path / "cfg.json", cfg)
+    assert run_cli("-c", str(path), "--check", "-o", "mode=eval") == 0, capsys.readouterr().err
+    _expect_exit2(capsys, ["-c", str(path), "--check"], "'model.init_from'",
+                  f"file not found: {tmp_path / 'absent.pth'}")
