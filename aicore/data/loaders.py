@@ -106,8 +106,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _worker_init(worker_id: int) -> None:
-    # torch seeds each worker with base_seed + worker_id, where base_seed comes from the loader's
-    # generator, which set_epoch() re-seeds; albumentations keeps its own RNG, so seed it too.
+    # For the loaders without SeededSamples (train=False: validation, test, the anomaly fit
+    # pass), the only seeding of a worker's albumentations RNG and the dataset's reseed_hooks:
+    # albumentations seeds itself from OS entropy, and forked workers would share that state, so
+    # a random transform there would draw the same numbers in every worker and differ from run
+    # to run. Seeded from torch's worker seed (base_seed from the loader's generator, drawn when
+    # the workers start, + worker_id). In training loaders SeededSamples re-seeds all of this
+    # again before a pass's first sample, so there it changes nothing.
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
