@@ -115,6 +115,26 @@ def test_threshold_rates_match_predictions_csv(client, world):
     assert client.get("/api/run/cls_a/threshold").status_code == 400  # not anomaly
 
 
+def test_threshold_rates_decide_like_the_deploy_runtime(client, world):
+    """A score within the deploy runtime's tie band below the threshold is NG in the app's
+    rates, as the runtime's is_defect decides, not OK as a plain score >= threshold would."""
+    from aicore.app.threshold import rates
+    from aicore.deploy.postprocess import SCORE_RTOL, is_defect
+    thr = 0.5
+    near, far = thr * (1 - SCORE_RTOL / 4), thr * (1 - 10 * SCORE_RTOL)
+    assert near < thr and is_defect(near, thr) and not is_defect(far, thr)
+    r = rates(good=[near, far], defect=[near, far], threshold=thr)
+    assert (r["overkills"], r["escapes"]) == (1, 1)  # plain >= gives 0 overkills, 2 escapes
+    # through the API, on a run's eval scores: a threshold just above one defect's score
+    run = world.runs / "anomaly"
+    good, defect = scores(run)
+    t = sorted(defect)[len(defect) // 2] * (1 + SCORE_RTOL / 4)
+    got = client.get(f"/api/run/anomaly/threshold?t={t!r}").json()["rates"]
+    assert got["escapes"] == sum(not is_defect(s, t) for s in defect)
+    assert got["overkills"] == sum(is_defect(s, t) for s in good)
+    assert got["escapes"] < sum(s < t for s in defect)
+
+
 def test_threshold_save_keeps_old_and_demo_reads_it(client, world):
     from conftest import run_cli
     ev = world.runs / "anomaly" / "eval"

@@ -116,17 +116,23 @@ def test_runs_run_report_compare(page, server, shots):
     snap(page, shots, "compare")
 
 
-def slide_threshold(page, t: float, good: list[float], defect: list[float]) -> tuple[int, int]:
+def slide_threshold(page, t: float, good: list[float], defect: list[float],
+                    task: str = "anomaly") -> tuple[int, int]:
     """Move the threshold slider to `t` as a user would; the page must count the escapes
-    (defect scores below the threshold it settled on) and overkills (good scores at or above
-    it) that the eval scores give. Returns (escapes, overkills)."""
+    (defect scores the deployed model calls OK at the threshold it settled on) and overkills
+    (good scores it calls NG) that the eval scores give, by the deploy runtime's rule.
+    Returns (escapes, overkills)."""
+    from aicore.app.threshold import verdict_rule
+    is_ng = verdict_rule(task)
     page.eval_on_selector("#thr-slider", "(s, t) => { s.value = t; s.dispatchEvent("
                           "new Event('input')); }", t)
     t_used = float(page.input_value("#thr-value"))
-    esc = sum(v < t_used for v in defect)
-    over = sum(v >= t_used for v in good)
-    assert page.locator("#escape").get_attribute("data-count") == str(esc)
-    assert page.locator("#overkill").get_attribute("data-count") == str(over)
+    esc = sum(not is_ng(v, t_used) for v in defect)
+    over = sum(is_ng(v, t_used) for v in good)
+    # the page asks the server for the counts: wait for its answer
+    page.wait_for_function("([e, o]) => document.querySelector('#escape').dataset.count === e "
+                           "&& document.querySelector('#overkill').dataset.count === o",
+                           arg=[str(esc), str(over)], timeout=10_000)
     return esc, over
 
 
@@ -216,7 +222,7 @@ def test_binary_threshold_slider_matches_predictions_csv(page, server, world, sh
     assert page.inner_text("#score-name") == "P(defect)"
     assert page.input_value("#ng-class") == "defect"
     for t in (0.0, 0.3, 0.45, 0.5, 0.55, 0.9):
-        _, over = slide_threshold(page, t, good, defect)
+        _, over = slide_threshold(page, t, good, defect, "classification")
         assert f"({over} of {len(good)})" in page.inner_text("#overkill")
     page.fill("#target", "0")
     page.click("#apply-target")

@@ -182,7 +182,7 @@ def create_app(runs_root: str | Path, data_root: str | Path | None = None,
             t = data["threshold"]
         if t is None or not math.isfinite(t):
             bad("error: give a finite threshold t")
-        return {**data, "rates": threshold.rates(data["good"], data["defect"], t)}
+        return {**data, "rates": threshold.rates(data["good"], data["defect"], t, data["task"])}
 
     @app.post("/api/run/{run_id:path}/threshold")
     async def api_threshold_save(run_id: str, request: Request):

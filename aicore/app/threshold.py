@@ -3,8 +3,10 @@ from its eval/predictions.csv.
 
 Anomaly: the score is the image anomaly score. Classification: the score is P(NG), computed
 from the two-class softmax in predictions.csv (true_probability of the true class). Escape: an
-NG part called OK (score < threshold). Overkill: an OK part called NG (score >= threshold),
-the rule the trainer, demo, export and deploy runtime all use. Saving writes
+NG part called OK. Overkill: an OK part called NG. NG is decided by the deploy runtime's own
+function (`verdict_rule`): score >= threshold, for anomaly with the runtime's tie band (a score
+within 1e-5 * max(1, |threshold|) below it counts as equal), the rule the trainer, demo, export
+and deploy runtime all use; the page's live counts come from here too. Saving writes
 eval/threshold.json, the file demo and export read while its checkpoint fingerprint matches;
 the previous file is kept as eval/threshold.<UTC time>.json.
 """
@@ -98,9 +100,26 @@ def current(run: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
-def rates(good: list[float], defect: list[float], threshold: float) -> dict[str, Any]:
-    escapes = sum(1 for s in defect if s < threshold)
-    overkills = sum(1 for s in good if s >= threshold)
+def verdict_rule(task: str):
+    """The NG rule ``(score, threshold) -> bool`` the deployed model applies, imported rather
+    than restated. Anomaly: the deploy runtime's ``is_defect`` (NG when score >= threshold,
+    scores within its relative tie band SCORE_RTOL below the threshold counting as equal, as
+    the trainer's eval report and demo do). Two-class classification: ``is_ng`` (NG when
+    P(NG) >= threshold), the rule demo applies and the runtime's manifest entry states."""
+    if task == "classification":
+        from aicore.tasks.classification.threshold import is_ng
+        return is_ng
+    from aicore.deploy.postprocess import is_defect
+    return is_defect
+
+
+def rates(good: list[float], defect: list[float], threshold: float,
+          task: str = "anomaly") -> dict[str, Any]:
+    """Escapes (NG parts the rule calls OK) and overkills (OK parts it calls NG) at
+    `threshold`, decided by `verdict_rule(task)`, so they are what deploy would decide."""
+    is_ng = verdict_rule(task)
+    escapes = sum(1 for s in defect if not is_ng(s, threshold))
+    overkills = sum(1 for s in good if is_ng(s, threshold))
     return {"threshold": threshold, "escapes": escapes, "defects": len(defect),
             "escape_rate": escapes / len(defect) if defect else 0.0,
             "overkills": overkills, "goods": len(good),

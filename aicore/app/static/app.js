@@ -118,14 +118,19 @@ async function initThreshold() {
   $("#saved").textContent = data.task === "classification" && data.saved == null ? "none (argmax)" : fmt(data.threshold);
   const bins = 30, w = (hi - lo) / bins || 1;
   const hist = (xs) => Array.from({length: bins}, (_, i) => [lo + (i + 0.5) * w, xs.filter((x) => Math.min(bins - 1, Math.floor((x - lo) / w)) === i).length]);
-  function show(t) {
-    // the same rule as the trainer and the deploy runtime: NG when score >= threshold
-    const esc_ = data.defect.filter((x) => x < t).length, ok = data.good.filter((x) => x >= t).length;
-    const nd = data.defect.length, ng = data.good.length;
-    $("#escape").textContent = `${nd ? (100 * esc_ / nd).toFixed(2) : "0.00"} % (${esc_} of ${nd})`;
-    $("#overkill").textContent = `${ng ? (100 * ok / ng).toFixed(2) : "0.00"} % (${ok} of ${ng})`;
-    $("#escape").dataset.count = esc_; $("#overkill").dataset.count = ok;
+  let asked = 0;  // the latest slider position asked for; older answers are dropped
+  async function show(t) {
     $("#hist").innerHTML = chart(`${data.score_name} histogram`, [{label: data.ok_class || "good", points: hist(data.good)}, {label: data.ng_class || "defect", points: hist(data.defect)}], {vline: t});
+    // the counts come from the server, which decides NG with the deploy runtime's own function
+    // (score >= threshold, within its tie band), so they are what the deployed model would do
+    const n = ++asked;
+    let r;
+    try { r = (await getJSON(`${base}?${q}t=${encodeURIComponent(t)}`)).rates; } catch (e) { $("#save-msg").textContent = e.message; return; }
+    if (n !== asked) return;
+    const nd = r.defects, ng = r.goods;
+    $("#escape").textContent = `${nd ? (100 * r.escapes / nd).toFixed(2) : "0.00"} % (${r.escapes} of ${nd})`;
+    $("#overkill").textContent = `${ng ? (100 * r.overkills / ng).toFixed(2) : "0.00"} % (${r.overkills} of ${ng})`;
+    $("#escape").dataset.count = r.escapes; $("#overkill").dataset.count = r.overkills;
   }
   s.addEventListener("input", () => { v.value = s.value; show(+s.value); });
   v.addEventListener("change", () => { s.value = v.value; show(+v.value); });
