@@ -15,7 +15,7 @@ sides as fresh processes, in alternating order (reversed every other round):
 
 The table gives medians over rounds of the whole-process wall time (start-up, data, training,
 evaluation, checkpoints), CPU seconds (process and loader workers), peak memory, final val top-1
-and, for bare and timm, the training throughput (training iterations only).
+and the training throughput (training iterations only; AICore's from its epoch lines).
 
     python benchmarks/peers/classification.py [--epochs 15] [--rounds 3] [--out /tmp/peers_cls]
 """
