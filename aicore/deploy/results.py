@@ -67,7 +67,7 @@ class AnomalyResult:
     anomaly_map: np.ndarray = field(repr=False)  # (H, W) float32 at the image's own size
     score: float
     threshold: float
-    is_defect: bool  # score >= threshold
+    is_defect: bool  # postprocess.is_defect: score >= threshold, with a relative tie band
     defect_area: float  # share of pixels with anomaly_map >= pixel_threshold (model resolution)
     pixel_threshold: float
     contours: list[np.ndarray] = field(repr=False)  # (n, 2) x, y polygons of defect regions
