@@ -59,8 +59,12 @@ def aicore_info(work: Path, data: Path) -> dict:
     over the summed training time of its epoch lines in train.log ("training X s", the
     iterations alone, as the bare loop and the timm side time theirs)."""
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line]
-    train_s = [float(m[1]) for m in re.finditer(r"done in [\d.]+s \(training ([\d.]+)s",
-                                                 (work / "train.log").read_text())]
+    # train.log keeps earlier runs in the same work_dir (train.overwrite): this run's epoch
+    # lines are those from its last "epoch 1/N done" on
+    found = re.findall(r"epoch (\d+)/\d+ done in [\d.]+s \(training ([\d.]+)s",
+                       (work / "train.log").read_text())
+    starts = [i for i, (epoch, _) in enumerate(found) if epoch == "1"]
+    train_s = [float(t) for _, t in found[starts[-1]:]] if starts else []
     images = sum(1 for f in (data / "train").rglob("*.png")) * len(train_s)
     return {"top1": float(rows[-1].get("top1", float("nan"))),
             "train_img_s": images / sum(train_s) if train_s else float("nan")}
