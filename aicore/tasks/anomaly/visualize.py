@@ -5,14 +5,10 @@ import math
 from pathlib import Path
 
 import cv2
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import auc, roc_curve  # noqa: E402
-
-from aicore.deploy.postprocess import is_defect  # noqa: E402
+from aicore.deploy.postprocess import is_defect
+from aicore.engine.mpl import pyplot
 
 OK_COLOR = (40, 200, 60)
 NG_COLOR = (230, 40, 40)
@@ -21,6 +17,8 @@ NG_COLOR = (230, 40, 40)
 def plot_roc(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray | None,
              maps: np.ndarray | None, path: Path) -> None:
     """Image-level ROC, and pixel-level ROC when masks are given."""
+    from sklearn.metrics import auc, roc_curve
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     fpr, tpr, _ = roc_curve(labels, scores)
     ax.plot(fpr, tpr, label=f"image (AUROC {auc(fpr, tpr):.3f})")
@@ -42,6 +40,7 @@ def plot_score_histogram(labels: np.ndarray, scores: np.ndarray, threshold: floa
                          path: Path) -> None:
     """Image scores of good and defective images, with the decision threshold: how much room
     there is on either side of it."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     bins = np.histogram_bin_edges(scores, bins=min(50, max(10, len(scores) // 3)))
     ax.hist(scores[labels == 0], bins=bins, alpha=0.6, color="tab:green", label="good")
@@ -57,6 +56,7 @@ def plot_score_histogram(labels: np.ndarray, scores: np.ndarray, threshold: floa
 
 
 def plot_pro(fpr: np.ndarray, pro: np.ndarray, limit: float, score: float, path: Path) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     ax.plot(fpr, pro, label=f"PRO (area to FPR {limit:g}, normalised: {score:.3f})")
     ax.axvline(limit, color="grey", ls="--", lw=0.8)

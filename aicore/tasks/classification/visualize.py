@@ -7,14 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-
-def _pyplot():
-    """matplotlib, imported on first use (a second or more of start-up that a training run,
-    which draws its previews with OpenCV, does not need)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from aicore.engine.mpl import pyplot
 
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
@@ -59,7 +52,7 @@ def save_batch_grid(images, labels: Sequence[str], normalize, path: Path, max_im
 
 
 def plot_tsne(emb: np.ndarray, labels: np.ndarray, names: Sequence[str], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     for i, name in enumerate(names):

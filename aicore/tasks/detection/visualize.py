@@ -8,14 +8,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-
-def _pyplot():
-    """matplotlib, imported on first use: drawing boxes (demo, predict, the train_batch.jpg
-    preview, the app's annotation view) is OpenCV only and need not pay its import."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from aicore.engine.mpl import pyplot
 
 
 def class_color(k: int) -> tuple[int, int, int]:
@@ -69,7 +62,7 @@ def plot_per_class_ap(per_class: dict[str, dict[str, Any]], path: Path) -> None:
     ap = [per_class[n]["AP"] or 0.0 for n in names]
     ap50 = [per_class[n]["AP50"] or 0.0 for n in names]
     y = np.arange(len(names))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.35 * len(names)), dpi=100)
     ax.barh(y + 0.2, ap50, height=0.4, label="AP50", color="#8fbce6")
     ax.barh(y - 0.2, ap, height=0.4, label="AP@[.5:.95]", color="#1f5f99")
@@ -91,7 +84,7 @@ def plot_pr_curves(precision: np.ndarray, recall: np.ndarray, names: Sequence[st
                    path: Path) -> None:
     """Precision-recall curves per class at IoU 0.5 and 0.75 (COCO's interpolated precision
     at 101 recall points; a class with no boxes in the split is left out)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100, sharey=True)
     for ax, t, title in ((axes[0], 0, "IoU 0.50"), (axes[1], 5, "IoU 0.75")):
         for k, name in enumerate(names):

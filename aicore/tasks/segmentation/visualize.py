@@ -5,11 +5,9 @@ from pathlib import Path
 from typing import Sequence
 
 import cv2
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from aicore.engine.mpl import pyplot
 
 IGNORE_INDEX = 255
 
@@ -75,6 +73,7 @@ def plot_per_class(per_class: dict[str, dict], path: Path) -> None:
     iou = [per_class[n]["IoU"] for n in names]
     dice = [per_class[n]["Dice"] for n in names]
     h = max(2.8, 0.35 * len(names) + 1.5)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, min(h, 40)), dpi=100)
     y = np.arange(len(names))
     ax.barh(y - 0.2, [v or 0 for v in iou], height=0.4, label="IoU", color="#1f77b4")
