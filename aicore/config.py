@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": False,
         "freeze_backbone_epochs": 0,  # train only the head for the first N epochs
         "save_train_batch": True,  # write train_batch.jpg: what the model sees
+        "reuse_memory": True,  # keep freed memory for the next step (glibc malloc; see engine/memory.py)
     },
     "eval": {"checkpoint": None, "split": "val", "weights": "auto", "out": None},
     "demo": {"source": None, "checkpoint": None, "weights": "auto", "out": None,

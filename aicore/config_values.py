@@ -190,6 +190,7 @@ RULES: dict[str, Rule] = {
     "train.deterministic": BOOL,
     "train.freeze_backbone_epochs": INT0,
     "train.save_train_batch": BOOL,
+    "train.reuse_memory": BOOL,
     "eval.checkpoint": PATH,
     "eval.split": Rule("choice", choices=("train", "val", "test")),
     "eval.weights": Rule("choice", choices=("auto", "model", "ema")),

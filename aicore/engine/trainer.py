@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from aicore import config as C
 from aicore.data.loaders import set_epoch
 from aicore.engine import checkpoint as ckpt_io
-from aicore.engine import dist
+from aicore.engine import dist, memory
 from aicore.engine.logging import add_file_sink, remove_file_sink
 from aicore.engine.logging import start_buffer as start_log_buffer
 from aicore.engine.record import EpochRecord
@@ -235,6 +235,8 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
         finally:
             for hook in self.hooks:
                 hook.close(self)
+            if self.reusing_memory:
+                memory.release()
             remove_file_sink()
             if self.lock is not None:
                 self.lock.release()
@@ -260,10 +262,12 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
 
     already_finished = False  # train.resume of a run that had reached train.epochs
     lock = None
+    reusing_memory = False  # train.reuse_memory took effect (aicore/engine/memory.py)
 
     def before_train(self) -> None:
         cfg = self.cfg
         self.setup_device()
+        self.reusing_memory = bool(cfg.train.reuse_memory) and memory.keep_freed_memory()
         if dist.is_main():
             start_log_buffer()  # what is logged before train.log exists goes to its top
         # Everything that can fail on bad input is built before anything is written, so a
