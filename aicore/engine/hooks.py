@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from typing import Any
 
@@ -203,7 +204,9 @@ class EarlyStoppingHook(Hook):
 class CheckpointHook(Hook):
     """Adds the epoch's record to ``trainer.history``, then writes checkpoints/last.pth, and
     best.pth when the record says the epoch is the best so far; both hold the complete state
-    (raw and EMA weights, optimizer, scheduler, RNG, history...)."""
+    (raw and EMA weights, optimizer, scheduler, RNG, history...). The write runs on the
+    trainer's checkpoint writer thread from a copy of the state, while the next epoch trains
+    (aicore/engine/checkpoint_writer.py)."""
 
     priority = 50
     stage = "save"
@@ -231,11 +234,13 @@ class CheckpointHook(Hook):
         epoch = record.epoch
         if self.save_interval and epoch % self.save_interval == 0:
             names.append(f"epoch_{epoch:04d}.pth")  # train.save_interval: one to go back to
-        trainer.save_checkpoints(names)
-        if self.keep_last and dist.is_main():
-            kept = sorted((trainer.work_dir / "checkpoints").glob("epoch_*.pth"))
-            for old in kept[:-self.keep_last]:
+        keep_last, folder = self.keep_last, trainer.work_dir / "checkpoints"
+
+        def prune() -> None:  # once the new file is in place (on the writer thread)
+            for old in sorted(folder.glob("epoch_*.pth"))[:-keep_last]:
                 old.unlink(missing_ok=True)
+
+        trainer.save_checkpoints_in_background(names, then=prune if keep_last else None)
 
 
 def auto_log_interval(iters_per_epoch: int, most: int = 50) -> int:
@@ -381,6 +386,14 @@ class ProgressHook(Hook):
             self.bar = None
 
 
+def _import_pyplot() -> None:
+    try:
+        from aicore.engine.mpl import pyplot
+        pyplot()
+    except Exception:  # noqa: BLE001 - the plot itself reports it, on the training thread
+        pass
+
+
 @HOOKS.register("CurvesHook")
 class CurvesHook(Hook):
     """results.csv (one row per epoch, rewritten after every epoch) and, at the end of
@@ -389,6 +402,14 @@ class CurvesHook(Hook):
 
     priority = 95
     stage = "report"
+
+    def before_train(self, trainer) -> None:
+        # matplotlib's import (~0.5 s) on a helper thread while the first epoch trains, not
+        # after the last one; the training thread spends its time in PyTorch kernels that
+        # release the GIL, so the import takes none of its time
+        if dist.is_main() and trainer.needs_optimizer:
+            threading.Thread(target=_import_pyplot, name="aicore-import-matplotlib",
+                             daemon=True).start()
 
     def after_epoch(self, trainer) -> None:
         if dist.is_main() and trainer.needs_optimizer and trainer.history:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loguru import logger
 
@@ -153,6 +153,27 @@ class CheckpointMixin:
         """Write the same state under several names, all or none (see save_all_atomic)."""
         paths = [self.work_dir / "checkpoints" / name for name in names]
         if dist.is_main():
+            self.checkpoint_writer.wait()  # never two writers on the same names
             state = state if state is not None else self.state_dict()
             ckpt_io.save_all_atomic([(state, p) for p in paths])
         return paths
+
+    def save_checkpoints_in_background(self, names: list[str],
+                                       then: Callable[[], None] | None = None) -> list[Path]:
+        """save_checkpoints of the current state on the writer thread: training goes on while
+        the copy is written; `then` runs after a successful write (aicore/engine/
+        checkpoint_writer.py). A failed write raises at the next save or when training ends."""
+        paths = [self.work_dir / "checkpoints" / name for name in names]
+        if dist.is_main():
+            self.checkpoint_writer.submit(self.state_dict(), paths, then)
+        return paths
+
+    def finish_checkpoint_writes(self, failing: bool = False) -> None:
+        """Wait for the write in flight. Its error is raised, unless the run is already ending
+        with another one (`failing`): then it is logged, and the first error is the one shown."""
+        try:
+            self.checkpoint_writer.wait()
+        except CheckpointError as e:
+            if not failing:
+                raise
+            logger.error(str(e))

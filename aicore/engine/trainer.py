@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from aicore import config as C
 from aicore.data.loaders import set_epoch
 from aicore.engine import checkpoint as ckpt_io
+from aicore.engine.checkpoint_writer import CheckpointWriter
 from aicore.engine import dist, memory
 from aicore.engine.logging import add_file_sink, remove_file_sink
 from aicore.engine.logging import start_buffer as start_log_buffer
@@ -95,6 +96,7 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
         self.last_losses: dict[str, float] = {}
         self.last_metrics: dict[str, Any] = {}  # the latest evaluation, by weights
         self.record = EpochRecord(epoch=0)  # the epoch the hooks are working on
+        self.checkpoint_writer = CheckpointWriter()  # CheckpointHook's writes, off the loop
 
     # ------------------------------------------------------------------------------------
     # task: building and running. Subclasses override these.
@@ -232,6 +234,9 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
                                    else ""))
                     break
             self.after_train()
+        except BaseException:
+            self.finish_checkpoint_writes(failing=True)  # files complete before the error shows
+            raise
         finally:
             for hook in self.hooks:
                 hook.close(self)
@@ -449,6 +454,7 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
                 torch.distributed.broadcast(buf.data, src=0)
 
     def after_train(self) -> None:
+        self.finish_checkpoint_writes()  # a failed last write stops here; hooks see the files
         self.call_hooks("after_train")
         if self.best:
             logger.info(f"best {self.best['metric']} = {self.best['value']:.4f} at epoch "

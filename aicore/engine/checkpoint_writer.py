@@ -1,0 +1,76 @@
+"""Checkpoints written off the training loop's critical path.
+
+An epoch's checkpoint (model, EMA, optimizer state: 90 MB for a resnet18 with SGD momentum)
+costs its serialisation, the write and an fsync; done in the loop, the next epoch waited for
+all of it (0.2 s per epoch on the classification peer benchmark, benchmarks/RESULTS.md).
+``CheckpointWriter.submit`` copies the state's tensors (a memory copy: the model and optimizer
+go on changing in place) and hands the copy to one worker thread, which writes it with
+``checkpoint.save_all_atomic`` (temp files, then renames: all names or none) while training
+continues. One write is in flight at a time: the next submit, and ``wait``, first finish the
+previous one and raise its error, so a failed write (a full disk) still stops the run with the
+same ``CheckpointError``, at the latest one epoch later, and never leaves last.pth and
+best.pth disagreeing. The trainer waits before ``after_train`` and whenever training ends, so
+every file is complete when a run returns or fails.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from aicore.engine import checkpoint as ckpt_io
+
+
+def detached_copy(obj: Any) -> Any:
+    """The same nesting of dicts, lists and tuples with every tensor cloned (so later in-place
+    updates of the model or optimizer do not reach the copy); other values are shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: detached_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [detached_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(detached_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes one checkpoint set at a time on a background thread (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict, paths: list[Path],
+               then: Callable[[], None] | None = None) -> None:
+        """Write `state` under every name in `paths` (all or none), then run `then` (e.g.
+        pruning old epoch_N.pth) on the same thread after a successful write."""
+        self.wait()
+        copy = detached_copy(state)
+
+        def work() -> None:
+            try:
+                ckpt_io.save_all_atomic([(copy, p) for p in paths])
+                if then is not None:
+                    then()
+            except BaseException as e:  # handed to the training thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=work, name="aicore-checkpoint", daemon=False)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Finish the write in flight; raise its error, if it had one."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
