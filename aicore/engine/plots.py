@@ -1,4 +1,5 @@
-"""A run's results.png / results.csv and the confusion matrix plot (matplotlib, headless)."""
+"""A run's results.png / results.csv and the confusion matrix plot (matplotlib, headless,
+imported on the first plot: results.csv after every epoch does not pay for it)."""
 from __future__ import annotations
 
 import math
@@ -6,13 +7,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from aicore.engine.record import is_number  # noqa: E402
+from aicore.engine.mpl import pyplot
+from aicore.engine.record import is_number
 
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -65,6 +63,7 @@ def results_panels(history: list[dict[str, Any]],
 
 def results_figure(history: list[dict[str, Any]], metrics: Sequence[str] | None = None):
     """One matplotlib figure, a panel per quantity, x in whole-number epochs."""
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
     panels = results_panels(history, metrics)
     cols = min(4, max(1, len(panels)))
@@ -97,7 +96,7 @@ def plot_results(history: list[dict[str, Any]], path: Path,
     fig = results_figure(history, metrics)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
+    pyplot().close(fig)
     os.replace(tmp, path)
     return path
 
@@ -125,6 +124,7 @@ def write_results_csv(history: list[dict[str, Any]], path: Path) -> Path:
 
 
 def plot_confusion_matrix(cm: np.ndarray, names: Sequence[str], path: Path) -> None:
+    plt = pyplot()
     n = len(names)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = min(20, max(5.0, 2 + 0.5 * n))
