@@ -100,3 +100,17 @@ def test_reuse_memory_must_be_a_boolean(cls_root, tmp_path, capsys):
     cfg = cls_config(cls_root, tmp_path / "run", reuse_memory="yes")
     assert run_cli("-c", str(write_config(tmp_path / "c.json", cfg)), "--check") == 2
     assert "train.reuse_memory" in capsys.readouterr().err
+
+
+def test_an_anomaly_fit_leaves_malloc_alone(tmp_path, monkeypatch):
+    """A gradient-free fit is one pass: nothing to reuse between steps, and its memory bank
+    should not stay resident."""
+    from aicore.tasks.anomaly.synthetic import make
+    from test_anomaly import an_config
+    root = make(tmp_path / "mvtec", size=48, n_train=6, n_test_good=2, n_test_defect=1,
+                categories=("weave",))
+    calls = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append("keep") or True)
+    cfg = an_config(root, tmp_path / "run", dataset={"category": "weave"})
+    assert run_cli("-c", str(write_config(tmp_path / "c.json", cfg))) == 0
+    assert calls == []

@@ -272,7 +272,9 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
     def before_train(self) -> None:
         cfg = self.cfg
         self.setup_device()
-        self.reusing_memory = bool(cfg.train.reuse_memory) and memory.keep_freed_memory()
+        # a gradient-free fit is one pass with no steps to reuse memory between: left alone
+        self.reusing_memory = bool(cfg.train.reuse_memory) and self.needs_optimizer and \
+            memory.keep_freed_memory()
         if dist.is_main():
             start_log_buffer()  # what is logged before train.log exists goes to its top
         # Everything that can fail on bad input is built before anything is written, so a
