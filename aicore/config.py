@@ -473,6 +473,8 @@ def check_weight_files(raw: dict) -> None:
 
 
 def _need_file(raw: dict, key: str, value: str, fix: str) -> None:
+    if not value.strip():  # Path("") is ".", a folder: say what is really wrong
+        raise ConfigError(f"'{key}' = {value!r}{where(raw, key)}: an empty path; {fix}")
     path = Path(value)
     if path.is_file():
         return

@@ -218,6 +218,15 @@ def test_missing_weight_file_fails_check_and_training(capsys, tmp_path, cls_root
     assert run_cli("-c", str(path), "--check", cwd=conf_dir) == 0, capsys.readouterr().err
 
 
+def test_empty_pretrained_is_called_empty(capsys, tmp_path, cls_root):
+    cfg = cls_config(cls_root, tmp_path / "work")
+    cfg["model"]["pretrained"] = ""
+    path = write_config(tmp_path / "cfg.json", cfg)
+    message = _expect_exit2(capsys, ["-c", str(path), "--check"], "'model.pretrained' = ''",
+                            "an empty path", "true (download via timm) or false")
+    assert "folder" not in message
+
+
 def test_weight_names_that_are_not_files_pass_check(capsys, tmp_path, cls_root):
     """pretrained: true (downloaded by timm when the model is built) is not a file path, and
     init_from is only opened when training."""
