@@ -72,6 +72,26 @@ def test_training_goes_on_while_the_checkpoint_is_written(cls_root, tmp_path, mo
     assert last["epoch"] == 2  # the run returned with every write finished
 
 
+def test_only_writes_that_another_epoch_overlaps_copy_the_state(cls_root, tmp_path,
+                                                                monkeypatch):
+    """The last epoch's write (and so a one-epoch anomaly fit's, with its memory bank) is made
+    in place: no second copy of the state in memory when nothing would run beside it."""
+    from aicore.engine import checkpoint_writer
+    real_copy, copied = checkpoint_writer.detached_copy, []
+
+    def counting_copy(state):
+        copied.append(state["epoch"])
+        return real_copy(state)
+
+    monkeypatch.setattr(checkpoint_writer, "detached_copy", counting_copy)  # the whole state
+    cfg = cls_config(cls_root, tmp_path / "run")
+    cfg["train"]["epochs"] = 3
+    assert run_cli("-c", str(write_config(tmp_path / "c.json", cfg))) == 0
+    assert copied == [1, 2]
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pth",
+                      weights_only=True)["epoch"] == 3
+
+
 def test_full_disk_in_a_middle_epoch_stops_the_run(cls_root, tmp_path, monkeypatch, capsys):
     real_save = torch.save
 

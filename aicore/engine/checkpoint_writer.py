@@ -6,7 +6,8 @@ all of it (0.2 s per epoch on the classification peer benchmark, benchmarks/RESU
 ``CheckpointWriter.submit`` copies the state's tensors (a memory copy: the model and optimizer
 go on changing in place) and hands the copy to one worker thread, which writes it with
 ``checkpoint.save_all_atomic`` (temp files, then renames: all names or none) while training
-continues. One write is in flight at a time: the next submit, and ``wait``, first finish the
+continues (the last epoch's write, with nothing left to overlap, is made in place, without the
+copy). One write is in flight at a time: the next submit, and ``wait``, first finish the
 previous one and raise its error, so a failed write (a full disk) still stops the run with the
 same ``CheckpointError``, at the latest one epoch later, and never leaves last.pth and
 best.pth disagreeing. The trainer waits before ``after_train`` and whenever training ends, so
@@ -26,14 +27,18 @@ from aicore.engine import checkpoint as ckpt_io
 def detached_copy(obj: Any) -> Any:
     """The same nesting of dicts, lists and tuples with every tensor cloned (so later in-place
     updates of the model or optimizer do not reach the copy); other values are shared."""
+    return _copy(obj)
+
+
+def _copy(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     if isinstance(obj, dict):
-        return {k: detached_copy(v) for k, v in obj.items()}
+        return {k: _copy(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [detached_copy(v) for v in obj]
+        return [_copy(v) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(detached_copy(v) for v in obj)
+        return tuple(_copy(v) for v in obj)
     return obj
 
 
@@ -44,11 +49,18 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, state: dict, paths: list[Path],
-               then: Callable[[], None] | None = None) -> None:
+    def submit(self, state: dict, paths: list[Path], then: Callable[[], None] | None = None,
+               background: bool = True) -> None:
         """Write `state` under every name in `paths` (all or none), then run `then` (e.g.
-        pruning old epoch_N.pth) on the same thread after a successful write."""
+        pruning old epoch_N.pth) after a successful write: on the writer thread, or here with
+        ``background=False`` (no copy, so no second copy of a large state in memory; for a
+        write that nothing would overlap, such as the last epoch's)."""
         self.wait()
+        if not background:
+            ckpt_io.save_all_atomic([(state, p) for p in paths])
+            if then is not None:
+                then()
+            return
         copy = detached_copy(state)
 
         def work() -> None:

@@ -160,12 +160,16 @@ class CheckpointMixin:
 
     def save_checkpoints_in_background(self, names: list[str],
                                        then: Callable[[], None] | None = None) -> list[Path]:
-        """save_checkpoints of the current state on the writer thread: training goes on while
-        the copy is written; `then` runs after a successful write (aicore/engine/
+        """save_checkpoints of the current state on the writer thread while another epoch
+        follows: training goes on while the copy is written; `then` runs after a successful write (aicore/engine/
         checkpoint_writer.py). A failed write raises at the next save or when training ends."""
         paths = [self.work_dir / "checkpoints" / name for name in names]
         if dist.is_main():
-            self.checkpoint_writer.submit(self.state_dict(), paths, then)
+            # only while another epoch follows to overlap with; the last write (and a
+            # gradient-free fit's only one) is made in place, without a copy of the state
+            more = self.needs_optimizer and self.epoch + 1 < self.max_epoch and \
+                not self.record.stop
+            self.checkpoint_writer.submit(self.state_dict(), paths, then, background=more)
         return paths
 
     def finish_checkpoint_writes(self, failing: bool = False) -> None:

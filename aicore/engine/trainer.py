@@ -233,6 +233,7 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
                                 + (f" ({self.record.stop_reason})" if self.record.stop_reason
                                    else ""))
                     break
+            self.finish_checkpoint_writes()  # a failed last write stops here; hooks see files
             self.after_train()
         except BaseException:
             self.finish_checkpoint_writes(failing=True)  # files complete before the error shows
@@ -456,7 +457,6 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
                 torch.distributed.broadcast(buf.data, src=0)
 
     def after_train(self) -> None:
-        self.finish_checkpoint_writes()  # a failed last write stops here; hooks see the files
         self.call_hooks("after_train")
         if self.best:
             logger.info(f"best {self.best['metric']} = {self.best['value']:.4f} at epoch "
