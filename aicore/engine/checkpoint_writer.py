@@ -15,31 +15,12 @@ every file is complete when a run returns or fails.
 """
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Callable
 
 from aicore.engine import checkpoint as ckpt_io
-
-
-def detached_copy(obj: Any) -> Any:
-    """The same nesting of dicts, lists and tuples with every tensor cloned (so later in-place
-    updates of the model or optimizer do not reach the copy); other values are shared."""
-    return _copy(obj)
-
-
-def _copy(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _copy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_copy(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_copy(v) for v in obj)
-    return obj
 
 
 class CheckpointWriter:
@@ -61,11 +42,11 @@ class CheckpointWriter:
             if then is not None:
                 then()
             return
-        copy = detached_copy(state)
+        snapshot = copy.deepcopy(state)  # tensors cloned: training changes them in place
 
         def work() -> None:
             try:
-                ckpt_io.save_all_atomic([(copy, p) for p in paths])
+                ckpt_io.save_all_atomic([(snapshot, p) for p in paths])
                 if then is not None:
                     then()
             except BaseException as e:  # handed to the training thread by wait()

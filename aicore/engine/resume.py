@@ -149,35 +149,34 @@ class CheckpointMixin:
     def save_checkpoint(self, name: str, state: dict | None = None) -> Path:
         return self.save_checkpoints([name], state)[0]
 
-    def save_checkpoints(self, names: list[str], state: dict | None = None) -> list[Path]:
-        """Write the same state under several names, all or none (see save_all_atomic)."""
+    def save_checkpoints(self, names: list[str], state: dict | None = None,
+                         then: Callable[[], None] | None = None,
+                         background: bool = False) -> list[Path]:
+        """Write the same state (default: the current one) under several names, all or none
+        (see save_all_atomic), after any write in flight; `then` runs after a successful write.
+        ``background``: on the checkpoint writer thread from a copy, while training goes on
+        (aicore/engine/checkpoint_writer.py); a failed write raises at the next save or when
+        training ends."""
         paths = [self.work_dir / "checkpoints" / name for name in names]
         if dist.is_main():
-            self.checkpoint_writer.wait()  # never two writers on the same names
             state = state if state is not None else self.state_dict()
-            ckpt_io.save_all_atomic([(state, p) for p in paths])
+            self.checkpoint_writer.submit(state, paths, then, background=background)
         return paths
 
     def save_checkpoints_in_background(self, names: list[str],
                                        then: Callable[[], None] | None = None) -> list[Path]:
-        """save_checkpoints of the current state on the writer thread while another epoch
-        follows: training goes on while the copy is written; `then` runs after a successful write (aicore/engine/
-        checkpoint_writer.py). A failed write raises at the next save or when training ends."""
-        paths = [self.work_dir / "checkpoints" / name for name in names]
-        if dist.is_main():
-            # only while another epoch follows to overlap with; the last write (and a
-            # gradient-free fit's only one) is made in place, without a copy of the state
-            more = self.needs_optimizer and self.epoch + 1 < self.max_epoch and \
-                not self.record.stop
-            self.checkpoint_writer.submit(self.state_dict(), paths, then, background=more)
-        return paths
+        """save_checkpoints on the writer thread while another epoch follows to overlap with;
+        the last write (and a gradient-free fit's only one) is made in place, without a copy
+        of the state."""
+        more = self.needs_optimizer and self.epoch + 1 < self.max_epoch and not self.record.stop
+        return self.save_checkpoints(names, then=then, background=more)
 
     def finish_checkpoint_writes(self, failing: bool = False) -> None:
         """Wait for the write in flight. Its error is raised, unless the run is already ending
         with another one (`failing`): then it is logged, and the first error is the one shown."""
         try:
             self.checkpoint_writer.wait()
-        except CheckpointError as e:
+        except Exception as e:  # noqa: BLE001 - CheckpointError, or a failed keep_last prune
             if not failing:
                 raise
             logger.error(str(e))

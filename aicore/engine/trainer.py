@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from aicore import config as C
 from aicore.data.loaders import set_epoch
 from aicore.engine import checkpoint as ckpt_io
-from aicore.engine.checkpoint_writer import CheckpointWriter
 from aicore.engine import dist, memory
+from aicore.engine.checkpoint_writer import CheckpointWriter
 from aicore.engine.logging import add_file_sink, remove_file_sink
 from aicore.engine.logging import start_buffer as start_log_buffer
 from aicore.engine.record import EpochRecord
