@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-import inspect
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +48,8 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     """Register a task; a second task of the same name from another place is an error."""
     if not isinstance(spec, TaskSpec):
         raise ConfigError(f"register_task expects a TaskSpec, got {type(spec).__name__}")
-    caller = inspect.stack()[1]
-    return TASKS.add(spec.name, spec, f"{caller.filename}:{caller.lineno}")
+    caller = sys._getframe(1)  # inspect.stack() would read the source of every frame
+    return TASKS.add(spec.name, spec, f"{caller.f_code.co_filename}:{caller.f_lineno}")
 
 
 def task_names() -> list[str]:
