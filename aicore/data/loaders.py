@@ -179,12 +179,18 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     loader.generator.manual_seed(epoch_seed(getattr(loader, "aicore_seed", 0), epoch))
 
 
-def restart_workers(loader: DataLoader) -> None:
-    """Persistent workers keep the copy of the dataset they were started with: after changing
-    the dataset's settings, call this so the next epoch starts workers with the new ones."""
+def stop_workers(loader: DataLoader) -> None:
+    """Stop the loader's persistent workers now (a later iter() starts new ones), instead of
+    whenever its iterator happens to be garbage collected."""
     iterator = getattr(loader, "_iterator", None)
     if iterator is not None:
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
         loader._iterator = None  # DataLoader starts a new iterator (and workers) on next iter()
+
+
+def restart_workers(loader: DataLoader) -> None:
+    """Persistent workers keep the copy of the dataset they were started with: after changing
+    the dataset's settings, call this so the next epoch starts workers with the new ones."""
+    stop_workers(loader)

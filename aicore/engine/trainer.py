@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from aicore import config as C
-from aicore.data.loaders import set_epoch
+from aicore.data.loaders import set_epoch, stop_workers
 from aicore.engine import checkpoint as ckpt_io
 from aicore.engine import dist, memory
 from aicore.engine.checkpoint_writer import CheckpointWriter
@@ -241,6 +241,9 @@ class BaseTrainer(ComponentsMixin, CheckpointMixin):
         finally:
             for hook in self.hooks:
                 hook.close(self)
+            for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
+                if loader is not None:
+                    stop_workers(loader)  # not left to the garbage collector
             if self.reusing_memory:
                 memory.release()
             remove_file_sink()
