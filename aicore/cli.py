@@ -107,19 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(config: str, overrides: list[str], check_only: bool = False):
-    from aicore import config as C
-    from aicore.engine import dist
-    from aicore.engine.logging import setup_console
-    from aicore.engine.runners import run_demo, run_eval, run_export
-    from aicore.tasks import import_tasks
-    from aicore.tasks.spec import trainer_class
+    from aicore import gc_policy
+    with gc_policy.startup():  # imports and validation: no collector passes over them
+        from aicore import config as C
+        from aicore.engine import dist
+        from aicore.engine.logging import setup_console
+        from aicore.engine.runners import run_demo, run_eval, run_export
+        from aicore.tasks import import_tasks
+        from aicore.tasks.spec import trainer_class
 
-    setup_console()
-    cfg = C.load_config(config, overrides)
-    import_tasks([cfg.task] if isinstance(cfg.task, str) else None)  # only the task in use
-    C.check_custom_imports(cfg)
-    import_custom_modules(list(cfg.custom_imports or []))
-    C.validate(cfg)
+        setup_console()
+        cfg = C.load_config(config, overrides)
+        import_tasks([cfg.task] if isinstance(cfg.task, str) else None)  # only the task in use
+        C.check_custom_imports(cfg)
+        import_custom_modules(list(cfg.custom_imports or []))
+        C.validate(cfg)
     if check_only:
         import json
         print(json.dumps(C.to_dict(cfg), indent=2))

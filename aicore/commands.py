@@ -107,5 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     cli_main(forwarded)
 
 
+def entry() -> None:
+    """The console script: main() in a process that exits when it returns."""
+    from aicore.gc_policy import command_process
+    with command_process():
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    entry()
