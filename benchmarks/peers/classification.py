@@ -39,7 +39,7 @@ def aicore_config(data: Path, work: Path, epochs: int) -> dict:
             "model": {"type": "TimmClassifier", "name": "resnet18"},
             "loss": {"type": "CrossEntropyLoss", "label_smoothing": 0.0},
             "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-            "scheduler": {"type": "cosine", "warmup_epochs": 0},
+            "scheduler": {"type": "cosine", "warmup_epochs": 0, "min_lr_ratio": 0.0},
             "train": {"epochs": epochs, "ema": None, "overwrite": True}}
 
 
