@@ -76,6 +76,8 @@ def test_patchcore_projection_options():
         PatchCore(backbone="resnet18", input_size=(32, 32), projection="random")
     with pytest.raises(ConfigError, match="model.proj_dim"):
         PatchCore(backbone="resnet18", input_size=(32, 32), proj_dim=0)
+    with pytest.raises(ConfigError, match='"auto"'):
+        PatchCore(backbone="resnet18", input_size=(32, 32), proj_dim="jl")
     # the fit goes through the chosen projection: PCA to 128 of 384 channels, then the bank
     # holds full-width features
     model = PatchCore(backbone="resnet18", input_size=(32, 32), coreset_ratio=0.25)
@@ -83,3 +85,21 @@ def test_patchcore_projection_options():
     model.accumulate(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     model.finish_fit()
     assert model.memory_bank.shape == (4 * 16 // 4, 384)
+
+
+def test_auto_proj_dim_is_anomalibs_jl_size():
+    """proj_dim "auto" projects to jl_dim(N) dimensions: the same picks as giving that number."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(400, 384, generator=g)
+    assert jl_dim(400) == 147
+    auto = k_center_greedy(x, 40, proj_dim="auto", seed=5, projection="sparse")
+    assert torch.equal(auto, k_center_greedy(x, 40, proj_dim=147, seed=5, projection="sparse"))
+    assert not torch.equal(auto, k_center_greedy(x, 40, proj_dim=64, seed=5,
+                                                 projection="sparse"))
+    # the PatchCore option reaches the search
+    model = PatchCore(backbone="resnet18", input_size=(32, 32), coreset_ratio=0.25,
+                      projection="sparse", proj_dim="auto")
+    model.start_fit()
+    model.accumulate(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    model.finish_fit()
+    assert model.memory_bank.shape == (16, 384)

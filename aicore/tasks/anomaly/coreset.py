@@ -58,13 +58,13 @@ PROJECTIONS = ("pca", "gaussian", "sparse")
 
 
 @torch.no_grad()
-def k_center_greedy(features: torch.Tensor, n_select: int, proj_dim: int | None = 128,
+def k_center_greedy(features: torch.Tensor, n_select: int, proj_dim: int | str | None = 128,
                     seed: int = 0, projection: str = "pca") -> torch.Tensor:
     """Indices (in selection order) of `n_select` rows of `features` (N, D) chosen greedily so
     that the largest distance from any row to its nearest chosen row is small.
 
     proj_dim: measure distances in this many dimensions (None or >= D: the features as they
-    are). projection: how to get there, "pca" (the first proj_dim principal axes of these
+    are; "auto": jl_dim(N), the size anomalib's sampler uses). projection: how to get there, "pca" (the first proj_dim principal axes of these
     features: the largest distances survive best), "gaussian" or "sparse" (random_projection).
     Each round is one pass over the (N, proj_dim) matrix, so the cost is N x n_select x
     proj_dim (memory-bound: at 64,000 x 128 floats a pass is 33 MB). The first centre is a
@@ -80,6 +80,8 @@ def k_center_greedy(features: torch.Tensor, n_select: int, proj_dim: int | None 
         return torch.zeros(0, dtype=torch.long, device=features.device)
     g = torch.Generator().manual_seed(seed)
     x = features.float()
+    if proj_dim == "auto":
+        proj_dim = jl_dim(n)
     if proj_dim is not None and proj_dim < x.shape[1]:
         proj = (pca_projection(x, proj_dim) if projection == "pca" else
                 random_projection(x.shape[1], proj_dim, projection, seed))
