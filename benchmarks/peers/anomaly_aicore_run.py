@@ -20,6 +20,29 @@ from aicore.tasks.anomaly.datasets import MVTecDataset
 from aicore.tasks.anomaly.models import PaDiM, PatchCore
 
 
+def fit_and_predict(model, train, test) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit `model` on `train`, score `test`: image scores, maps at the test images' own size,
+    and the seconds of fit + predict."""
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        model.start_fit()
+        for x, *_ in DataLoader(train, batch_size=32):
+            model.accumulate(x)
+        model.finish_fit()
+        maps, scores = [], []
+        for x, *_ in DataLoader(test, batch_size=32):
+            m, s = model(x)
+            maps.append(m)
+            scores.append(s)
+    seconds = time.perf_counter() - t0
+    maps = torch.cat(maps).float()
+    native = test.load_image(0).shape[:2]
+    if tuple(maps.shape[-2:]) != native:
+        maps = F.interpolate(maps, size=native, mode="bilinear", align_corners=False)
+    return torch.cat(scores).double().numpy(), maps[:, 0].numpy(), seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     for name in ("root", "category", "model", "seed", "weights", "out"):
@@ -38,25 +61,8 @@ def main() -> None:
     else:
         model = PatchCore("resnet18", [2, 3], 0.1, 9, pretrained=args.weights, input_size=size,
                           seed=seed)
-    model.eval()
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        model.start_fit()
-        for x, *_ in DataLoader(train, batch_size=32):
-            model.accumulate(x)
-        model.finish_fit()
-        maps, scores = [], []
-        for x, *_ in DataLoader(test, batch_size=32):
-            m, s = model(x)
-            maps.append(m)
-            scores.append(s)
-    seconds = time.perf_counter() - t0
-    maps = torch.cat(maps).float()
-    native = test.load_image(0).shape[:2]
-    if tuple(maps.shape[-2:]) != native:
-        maps = F.interpolate(maps, size=native, mode="bilinear", align_corners=False)
-    np.savez(args.out, paths=np.array([s[0] for s in test.samples]),
-             scores=torch.cat(scores).double().numpy(), maps=maps[:, 0].numpy(),
+    scores, maps, seconds = fit_and_predict(model, train, test)
+    np.savez(args.out, paths=np.array([s[0] for s in test.samples]), scores=scores, maps=maps,
              seconds=seconds)
 
 

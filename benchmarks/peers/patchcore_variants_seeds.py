@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from anomaly import metrics  # noqa: E402
+from anomaly_aicore_run import fit_and_predict  # noqa: E402
 
 import aicore.tasks.anomaly.base as anomaly_base  # noqa: E402
 from aicore.tasks.anomaly.datasets import MVTecDataset  # noqa: E402
@@ -48,27 +48,15 @@ class _NearestUpsampling:
         return F.interpolate(x, size=size, mode="nearest")
 
 
-def fit_and_predict(train, test, weights: Path, seed: int, size: int, variant: str):
+def fit_and_predict_variant(train, test, weights: Path, seed: int, size: int, variant: str):
     anomaly_base.F = _NearestUpsampling() if variant == "pca_nearest" else F
     try:
         model = PatchCore("resnet18", [2, 3], 0.1, 9, pretrained=str(weights),
                           input_size=(size, size), seed=seed, **OPTIONS[variant])
-        model.eval()
-        with torch.inference_mode():
-            model.start_fit()
-            for x, *_ in DataLoader(train, batch_size=32):
-                model.accumulate(x)
-            model.finish_fit()
-            maps, scores = [], []
-            for x, *_ in DataLoader(test, batch_size=32):
-                m, s = model(x)
-                maps.append(m)
-                scores.append(s)
+        scores, maps, _ = fit_and_predict(model, train, test)
     finally:
         anomaly_base.F = F
-    maps = F.interpolate(torch.cat(maps).float(), size=test.load_image(0).shape[:2],
-                         mode="bilinear", align_corners=False)
-    return torch.cat(scores).double().numpy(), maps[:, 0].numpy()
+    return scores, maps
 
 
 def main() -> None:
@@ -97,7 +85,8 @@ def main() -> None:
             for v in a.variants:
                 if (v, cat, seed, a.image_size) in done:
                     continue
-                scores, maps = fit_and_predict(train, test, weights, seed, a.image_size, v)
+                scores, maps = fit_and_predict_variant(train, test, weights, seed,
+                                                       a.image_size, v)
                 npz = runs / f"variant_{v}_{cat}_{seed}_{a.image_size}.npz"
                 np.savez(npz, paths=np.array([s[0] for s in test.samples]), scores=scores,
                          maps=maps, seconds=0.0)
