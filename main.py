@@ -1,6 +1,4 @@
-from aicore.cli import main
-from aicore.gc_policy import command_process
+from aicore.cli import entry
 
 if __name__ == "__main__":
-    with command_process():  # aicore/gc_policy.py: the collector tuned for a one-run process
-        main()
+    entry()  # main() with the collector tuned for a one-run process (aicore/gc_policy.py)

@@ -169,6 +169,14 @@ def write_schema(target: str) -> int:
     return 0
 
 
+def entry() -> None:
+    """main() as the whole process (main.py, the app's jobs): with the command-process GC
+    policy of aicore/gc_policy.py."""
+    from aicore.gc_policy import command_process
+    with command_process():
+        main()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.schema:

@@ -68,6 +68,22 @@ def test_command_start_up_runs_without_the_collector_then_freezes_it(tmp_path, c
     assert after["frozen"] > 10_000  # the imported modules' objects were frozen
 
 
+def test_app_jobs_without_main_py_run_the_command_process(tmp_path, cls_root, monkeypatch):
+    """An installed aicore (no main.py beside the package) launches jobs through cli.entry."""
+    import aicore
+    from aicore.app.jobs import cli_command
+    monkeypatch.setattr(aicore, "__file__", str(tmp_path / "site" / "aicore" / "__init__.py"))
+    command = cli_command()
+    assert "main.py" not in " ".join(command)
+    cfg = _probe_config(tmp_path, cls_root)
+    out = tmp_path / "probe.jsonl"
+    env = {**__import__("os").environ, "GC_PROBE_OUT": str(out)}
+    r = subprocess.run(command + ["-c", str(cfg), "--check"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert _records(out) == [{"enabled": False, "frozen": 0}]
+
+
 def test_library_call_leaves_the_collector_alone(tmp_path, cls_root, monkeypatch):
     cfg = _probe_config(tmp_path, cls_root)
     out = tmp_path / "probe.jsonl"

@@ -27,7 +27,7 @@ def cli_command() -> list[str]:
     main_py = Path(aicore.__file__).resolve().parent.parent / "main.py"
     if main_py.is_file():
         return [sys.executable, str(main_py)]
-    return [sys.executable, "-c", "from aicore.cli import main; main()"]
+    return [sys.executable, "-c", "from aicore.cli import entry; entry()"]
 
 
 class LaunchError(ValueError):
