@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -49,11 +50,10 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_command_start_up_runs_without_the_collector_then_freezes_it(tmp_path, cls_root,
-                                                                     monkeypatch):
+def test_command_start_up_runs_without_the_collector_then_freezes_it(tmp_path, cls_root):
     cfg = _probe_config(tmp_path, cls_root)
     out = tmp_path / "probe.jsonl"
-    env = {**__import__("os").environ, "GC_PROBE_OUT": str(out)}
+    env = {**os.environ, "GC_PROBE_OUT": str(out)}
     # main.py itself, as a user runs it
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), "-c", str(cfg), "--check"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -77,7 +77,7 @@ def test_app_jobs_without_main_py_run_the_command_process(tmp_path, cls_root, mo
     assert "main.py" not in " ".join(command)
     cfg = _probe_config(tmp_path, cls_root)
     out = tmp_path / "probe.jsonl"
-    env = {**__import__("os").environ, "GC_PROBE_OUT": str(out)}
+    env = {**os.environ, "GC_PROBE_OUT": str(out)}
     r = subprocess.run(command + ["-c", str(cfg), "--check"], capture_output=True, text=True,
                        env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
