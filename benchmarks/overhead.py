@@ -6,6 +6,11 @@ iterations are timed (not evaluation or start-up). Prints images/s of each and t
 (AICore / bare; 1.0 = no overhead).
 
     python benchmarks/overhead.py [--model resnet18] [--size 64] [--epochs 3] [--device cpu]
+        [--amp bf16|fp16] [--channels-last]
+
+Under `torchrun --nproc_per_node 1` AICore's side trains through DistributedDataParallel (NCCL
+on a GPU, gloo on CPU) while the bare loop stays a plain single-process loop, so the ratio is
+the cost of the DDP wrapper and its all-reduce on one device.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aicore import config as C  # noqa: E402
+from aicore.engine import dist  # noqa: E402
 from aicore.engine.hooks import Hook  # noqa: E402
 from aicore.registry import TRAINERS  # noqa: E402
 from aicore.tasks import import_tasks  # noqa: E402
@@ -68,7 +74,8 @@ def aicore_run(cfg_dict: dict, work: Path) -> tuple[float, torch.nn.Module]:
     return timer.images / timer.seconds, trainer
 
 
-def bare_run(trainer_ref, epochs: int, device: torch.device, amp: str | None) -> float:
+def bare_run(trainer_ref, epochs: int, device: torch.device, amp: str | None,
+             channels_last: bool = False) -> float:
     """The loop a careful user writes by hand, reusing AICore's dataset object for identical
     data (decoding and augmentation cost the same on both sides)."""
     torch.manual_seed(0)
@@ -76,8 +83,12 @@ def bare_run(trainer_ref, epochs: int, device: torch.device, amp: str | None) ->
     dataset = trainer_ref.train_set
     model = timm.create_model(trainer_ref.cfg.model.name, num_classes=len(dataset.classes),
                               in_chans=3).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
+    # fp16 needs loss scaling to train; the scaler's unscale / inf check is part of its cost
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     loader = DataLoader(dataset, batch_size=trainer_ref.train_loader.batch_size, shuffle=True,
                         num_workers=trainer_ref.train_loader.num_workers, drop_last=False)
     seconds, images = 0.0, 0
@@ -89,12 +100,15 @@ def bare_run(trainer_ref, epochs: int, device: torch.device, amp: str | None) ->
         n = 0
         for x, y, _ in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16"
                                 else torch.float16, enabled=bool(amp)):
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             loss.item()  # a hand-written loop logs its loss too
             n += x.shape[0]
         if device.type == "cuda":
@@ -115,6 +129,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default=None, choices=[None, "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format on both sides (train.channels_last)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; best of each")
     a = p.parse_args()
     import_tasks()
@@ -131,7 +147,7 @@ def main() -> None:
             "loss": {"type": "CrossEntropyLoss"},
             "optimizer": {"type": "SGD", "lr": 0.01},
             "train": {"epochs": a.epochs, "progress": False, "device": a.device, "amp": a.amp,
-                      "log_interval": 0},
+                      "log_interval": None, "channels_last": a.channels_last},
         }
         # alternate the two loops and keep each one's best round, so a busy moment on the
         # machine or cache warm-up does not favour whichever ran second
@@ -140,13 +156,17 @@ def main() -> None:
             cfg["work_dir"] = str(tmp / f"run{r}")
             ours_r, trainer = aicore_run(cfg, tmp)
             ours_runs.append(ours_r)
-            bare_runs.append(bare_run(trainer, a.epochs, trainer.device, a.amp))
+            bare_runs.append(bare_run(trainer, a.epochs, trainer.device, a.amp,
+                                      a.channels_last))
         ours, bare = max(ours_runs), max(bare_runs)
+    ddp = "DDP x%d" % torch.distributed.get_world_size() if dist.is_dist() else "no DDP"
     print(f"device={trainer.device} model={a.model} size={a.size} batch={a.batch} "
-          f"amp={a.amp or 'off'} epochs timed={a.epochs - 1}")
+          f"amp={a.amp or 'off'} channels_last={a.channels_last} AICore={ddp} "
+          f"epochs timed={a.epochs - 1}")
     print(f"bare PyTorch loop: {bare:8.1f} img/s  (rounds: {', '.join(f'{v:.1f}' for v in bare_runs)})")
     print(f"AICore trainer:    {ours:8.1f} img/s  (rounds: {', '.join(f'{v:.1f}' for v in ours_runs)})")
     print(f"ratio AICore/bare: {ours / bare:.3f}")
+    dist.cleanup()
 
 
 if __name__ == "__main__":
