@@ -3,6 +3,8 @@ for them: PCA keeps the distances of features that vary along few axes, so the g
 those of the exact search; the random projections keep lengths on average."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -69,22 +71,39 @@ def test_random_projections_keep_lengths_on_average():
     assert jl_dim(3840) == 203 and jl_dim(256_000) == 307
 
 
+def _fitted_bank_and_patches(**kw):
+    torch.manual_seed(0)  # the same random-init backbone for every call
+    model = PatchCore(backbone="resnet18", input_size=(64, 64), coreset_ratio=0.1, **kw).eval()
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    model.start_fit()
+    model.accumulate(x)
+    model.finish_fit()
+    with torch.no_grad():
+        e = model.embed(x)
+    return model.memory_bank, e.permute(0, 2, 3, 1).reshape(-1, e.shape[1])
+
+
 def test_patchcore_projection_options():
     model = PatchCore(backbone="resnet18", input_size=(32, 32))
-    assert (model.proj_dim, model.projection) == (128, "pca")
+    # default: the paper's / anomalib's search (sparse projection to the JL size)
+    assert (model.proj_dim, model.projection) == ("auto", "sparse")
     with pytest.raises(ConfigError, match="model.projection"):
         PatchCore(backbone="resnet18", input_size=(32, 32), projection="random")
     with pytest.raises(ConfigError, match="model.proj_dim"):
         PatchCore(backbone="resnet18", input_size=(32, 32), proj_dim=0)
     with pytest.raises(ConfigError, match='"auto"'):
         PatchCore(backbone="resnet18", input_size=(32, 32), proj_dim="jl")
-    # the fit goes through the chosen projection: PCA to 128 of 384 channels, then the bank
-    # holds full-width features
-    model = PatchCore(backbone="resnet18", input_size=(32, 32), coreset_ratio=0.25)
-    model.start_fit()
-    model.accumulate(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
-    model.finish_fit()
-    assert model.memory_bank.shape == (4 * 16 // 4, 384)
+    # the fit goes through the chosen projection, and the bank holds full-width features:
+    # default = a sparse projection to jl_dim(N); "pca" + 128 = the first 128 principal axes
+    bank, feats = _fitted_bank_and_patches()
+    n = feats.shape[0]  # 4 images x 8 x 8 patches
+    assert bank.shape == (math.ceil(0.1 * n), 384)
+    want = k_center_greedy(feats, bank.shape[0], jl_dim(n), seed=0, projection="sparse")
+    assert torch.equal(bank, feats[want])
+    bank_pca, _ = _fitted_bank_and_patches(projection="pca", proj_dim=128)
+    assert torch.equal(bank_pca, feats[k_center_greedy(feats, bank.shape[0], 128, seed=0,
+                                                       projection="pca")])
+    assert not torch.equal(bank_pca, bank)
 
 
 def test_auto_proj_dim_is_anomalibs_jl_size():

@@ -1,13 +1,14 @@
 """The coreset step alone at 16k / 64k / 256k patches: CPU seconds, wall seconds, covering radius.
 
     python benchmarks/peers/patchcore_coreset_timing.py [--work /tmp/texture_scale128]
-        [--sizes 16k 64k 256k] [--methods exact pca128] [--max-rounds 0]
+        [--sizes 16k 64k 256k] [--methods exact pca128 sparse_auto] [--max-rounds 0]
 
 Patches are real: AICore PatchCore embeddings (resnet18 layers 2-3, the seed-0 random-init
 weights of anomaly.py) of brick training crops from texture_data.py (1,000 crops of 128 px):
 250 crops at 64 px = 16,000 patches, 1,000 at 64 px = 64,000, 1,000 at 128 px = 256,000 (x 384
-channels). Each method picks 10 % with k_center_greedy. --max-rounds N stops after N picks and
-scales the time to the full count (every round costs the same: one pass over all patches);
+channels). Each method picks 10 % with k_center_greedy: exact (all channels), pcaK (the first
+K principal axes) or sparse_auto (a sparse random projection to jl_dim(N), PatchCore's
+default). --max-rounds N stops after N picks and scales the time to the full count (every round costs the same: one pass over all patches);
 the radius is then not given. CPU seconds are time.process_time of this process (robust to
 other jobs on a shared machine), wall seconds are not.
 """
@@ -26,7 +27,8 @@ from torch.utils.data import DataLoader
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from aicore.tasks.anomaly.coreset import k_center_greedy, pca_projection  # noqa: E402
+from aicore.tasks.anomaly.coreset import (jl_dim, k_center_greedy, pca_projection,  # noqa: E402
+                                          random_projection)
 from aicore.tasks.anomaly.datasets import MVTecDataset  # noqa: E402
 from aicore.tasks.anomaly.models import PatchCore  # noqa: E402
 
@@ -84,6 +86,8 @@ def main() -> None:
             x = feats
             if method.startswith("pca"):
                 x = feats @ pca_projection(feats, int(method[3:]))
+            elif method == "sparse_auto":  # PatchCore's default, anomalib's method
+                x = feats @ random_projection(feats.shape[1], jl_dim(feats.shape[0]), "sparse")
             t1, c1 = time.perf_counter(), time.process_time()
             idx = k_center_greedy(x, rounds, None, seed=0)
             scale = n_select / rounds  # the projection once, the rounds scaled to all picks
