@@ -3,10 +3,11 @@
 Fits AICore's PatchCore in this process for each (seed, category, variant) on the data and
 backbone weights of `anomaly.py` (same texture set, same resnet18 weights per seed) and scores it
 with the same metrics, so each row pairs with anomaly.py's anomalib row of that seed and
-category. Variants: "pca" (the default: PCA to 128 dims), "jl" (anomalib's method: a sparse
-random projection to the Johnson-Lindenstrauss size, proj_dim "auto"), "exact" (all channels),
-"gauss" (Gaussian projection to 128), "pca_nearest" (the default with the patch scores upsampled
-nearest-neighbour, as anomalib does, instead of bilinear).
+category. Variants: "pca" (PCA to 128 dims, the default until 2026-12-07), "jl" (anomalib's
+method and the default since: a sparse random projection to the Johnson-Lindenstrauss size,
+proj_dim "auto"), "exact" (all channels), "gauss" (Gaussian projection to 128), "pca_nearest"
+(PCA-128 with the patch scores upsampled nearest-neighbour, as anomalib does, instead of
+bilinear).
 
     python benchmarks/peers/patchcore_variants_seeds.py --seeds 0 1 ... --image-size 64 \
         --variants pca jl exact --out rows.json
@@ -33,8 +34,10 @@ import aicore.tasks.anomaly.base as anomaly_base  # noqa: E402
 from aicore.tasks.anomaly.datasets import MVTecDataset  # noqa: E402
 from aicore.tasks.anomaly.models import PatchCore  # noqa: E402
 
-OPTIONS = {"pca": {}, "jl": {"projection": "sparse", "proj_dim": "auto"},
-           "exact": {"proj_dim": None}, "gauss": {"projection": "gaussian"}, "pca_nearest": {}}
+PCA128 = {"projection": "pca", "proj_dim": 128}
+OPTIONS = {"pca": PCA128, "jl": {"projection": "sparse", "proj_dim": "auto"},
+           "exact": {"proj_dim": None}, "gauss": {"projection": "gaussian", "proj_dim": 128},
+           "pca_nearest": PCA128}
 
 
 class _NearestUpsampling:
