@@ -172,10 +172,16 @@ def step_export(a, data: Path, out: Path) -> dict:
         res["ok"] = False
         return res
     import onnxruntime as ort
-    from tests.deploy_fixtures import torch_demo
+    from aicore import config as C
     from aicore.deploy import Predictor
     from aicore.deploy.predictor import PREFERRED_PROVIDERS
-    _, (_, demo) = torch_demo(cfg_path, [])
+    from aicore.engine.runners import demo_predictor
+    from aicore.tasks import import_tasks
+    from aicore.tasks.spec import trainer_class
+    import_tasks()
+    cfg = C.load_config(str(cfg_path), ["mode=demo", "demo.source=unused"])
+    C.validate(cfg)
+    _, demo = demo_predictor(trainer_class(cfg)(cfg))  # mode=demo's own PyTorch predictor
     images = sorted((data / "val").rglob("*.png"))[:24]
     tol = 0.01
     available = ort.get_available_providers()
