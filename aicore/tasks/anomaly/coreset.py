@@ -66,7 +66,8 @@ def k_center_greedy(features: torch.Tensor, n_select: int, proj_dim: int | str |
     proj_dim: measure distances in this many dimensions (None or >= D: the features as they
     are; "auto": jl_dim(N), the size anomalib's sampler uses). projection: how to get there,
     "pca" (the first proj_dim principal axes of these features: the largest distances survive
-    best), "gaussian" or "sparse" (random_projection).
+    best), "gaussian" or "sparse" (random_projection). These defaults are the function's;
+    PatchCore passes its `proj_dim` / `projection` options ("auto" / "sparse" by default).
     Each round is one pass over the (N, proj_dim) matrix, so the cost is N x n_select x
     proj_dim (memory-bound: at 64,000 x 128 floats a pass is 33 MB). The first centre is a
     random row; everything is deterministic for a given seed.
