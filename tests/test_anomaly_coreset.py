@@ -122,3 +122,30 @@ def test_auto_proj_dim_is_anomalibs_jl_size():
     model.accumulate(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     model.finish_fit()
     assert model.memory_bank.shape == (16, 384)
+
+
+def test_lazy_block_search_picks_the_farthest_row_each_time():
+    """The CPU search (_greedy_blocks: lazily refreshed blocks of rows) makes the same picks as
+    one pass over all rows per pick (_greedy_passes, the GPU form), block edges included, and
+    each pick is the row farthest from the centres before it (checked in float64)."""
+    from aicore.tasks.anomaly.coreset import _greedy_blocks, _greedy_passes
+    g = torch.Generator().manual_seed(7)
+    # clusters of very different sizes, as patch features are; N not a multiple of the block
+    x = torch.cat([torch.randn(n, 12, generator=g) * s + 4 * torch.randn(12, generator=g)
+                   for n, s in ((700, 1.0), (211, 0.3), (90, 2.0), (3, 0.1))])
+    for block in (16, 64, 256, 5000):
+        got = _greedy_blocks(x, 120, first=5, block=block)
+        assert torch.equal(got, _greedy_passes(x, 120, first=5)), block
+    xd = x.double()
+    for k in range(1, 120):
+        d = torch.cdist(xd, xd[got[:k]]).min(1).values
+        assert float(d[got[k]]) >= float(d.max()) * (1 - 1e-5)
+    # exact duplicates: rows already chosen are never chosen again
+    dup = torch.cat([torch.zeros(300, 4), torch.ones(300, 4)])
+    sel = _greedy_blocks(dup, 10, first=0, block=64)
+    assert len(set(sel.tolist())) == 10
+    # through the public function on the CPU: the block search, with its projection
+    pub = k_center_greedy(x, 50, proj_dim=8, seed=3, projection="sparse")
+    proj = x @ random_projection(12, 8, "sparse", seed=3)
+    first = int(torch.randint(len(x), (1,), generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(pub, _greedy_passes(proj, 50, first))
